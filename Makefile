@@ -1,0 +1,42 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+# Both create .venv on first use and install the project into it.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint types unit bench docs clean
+
+$(PY):
+	python3 -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/bitrix-results demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check bitrix_results tests benchmarks
+	$(VENV)/bin/ruff check bitrix_results tests benchmarks
+
+types: $(STAMP)
+	$(VENV)/bin/mypy --strict bitrix_results
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest -q
+
+test: lint types unit
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_throughput.py
+	$(PY) benchmarks/bench_overhead.py
+	$(PY) benchmarks/bench_bulk.py
+
+docs: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[docs]'
+	$(VENV)/bin/mkdocs build --strict
+
+clean:
+	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache

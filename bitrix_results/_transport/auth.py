@@ -1,0 +1,166 @@
+"""Credentials: a webhook, or OAuth tokens that refresh themselves on ``expired_token``.
+
+Secrets (the webhook code, access and refresh tokens, the client secret) live
+only in these objects and in the request they are put on; every repr hides them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import anyio
+import msgspec
+
+from ..errors import ExpiredTokenError, OAuthError
+from ..models import OAuthTokens
+from .urls import Endpoint
+
+if TYPE_CHECKING:
+    import aiohttp
+
+__all__ = ["Auth", "OAuthAuth", "TokenCallback", "WebhookAuth"]
+
+logger = logging.getLogger("bitrix_results")
+
+#: Called with the new tokens after every refresh, so the caller can store the
+#: rotated refresh token (facts §7: "store it in place of the old one").
+TokenCallback = Callable[[OAuthTokens], Awaitable[None] | None]
+
+# The OAuth server (facts §7): client_secret is sent only here, never to the portal.
+DEFAULT_TOKEN_URL = "https://oauth.bitrix.info/oauth/token/"
+
+_tokens_decoder = msgspec.json.Decoder(OAuthTokens)
+
+
+class _OAuthErrorBody(msgspec.Struct):
+    error: str = "unknown_error"
+    error_description: str = ""
+
+
+_oauth_error_decoder = msgspec.json.Decoder(_OAuthErrorBody)
+
+
+def fingerprint(*secrets: str) -> str:
+    """A short, non-reversible name for a credential (budget keys, statistics)."""
+    digest = hashlib.sha256("\x00".join(secrets).encode()).hexdigest()
+    return digest[:12]
+
+
+class Auth:
+    """Base: where calls go and what they carry."""
+
+    endpoint: Endpoint
+    #: Bumped on every refresh, so concurrent failures of one token refresh once.
+    generation: int = 0
+
+    @property
+    def credential(self) -> str:
+        raise NotImplementedError
+
+    def body_token(self) -> str | None:
+        """The token for the body's ``auth`` field, or None for webhooks."""
+        return None
+
+    async def refresh(self, session: aiohttp.ClientSession, error: ExpiredTokenError) -> None:
+        raise error
+
+
+class WebhookAuth(Auth):
+    """An incoming webhook: the code is part of the URL and never expires."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self._credential = fingerprint(endpoint.origin, str(endpoint.user_id), endpoint.code or "")
+
+    @property
+    def credential(self) -> str:
+        return self._credential
+
+    def __repr__(self) -> str:
+        return f"WebhookAuth({self.endpoint.origin!r}, user_id={self.endpoint.user_id}, code=***)"
+
+
+class OAuthAuth(Auth):
+    """An OAuth application's tokens for one portal (facts §7).
+
+    Refreshes only when the portal answers ``expired_token``; one refresh is in
+    flight per credential however many calls fail together, because refresh
+    tokens rotate and a second use of the old one would be refused.
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        access_token: str,
+        refresh_token: str,
+        client_id: str,
+        client_secret: str,
+        token_url: str = DEFAULT_TOKEN_URL,
+        on_tokens: TokenCallback | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self._access = access_token
+        self._refresh = refresh_token
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._token_url = token_url
+        self._on_tokens = on_tokens
+        self._lock = anyio.Lock()
+        # Stable across refreshes: the budget belongs to the application on this portal.
+        self._credential = fingerprint(endpoint.origin, client_id)
+        self.refreshes = 0
+
+    @property
+    def credential(self) -> str:
+        return self._credential
+
+    def body_token(self) -> str | None:
+        return self._access
+
+    async def refresh(self, session: aiohttp.ClientSession, error: ExpiredTokenError) -> None:
+        seen = error.auth_generation
+        async with self._lock:
+            if self.generation != seen:
+                # Another call already refreshed while we waited: use its token.
+                return
+            params = {
+                "grant_type": "refresh_token",
+                "client_id": self._client_id,
+                "client_secret": self._client_secret,
+                "refresh_token": self._refresh,
+            }
+            async with session.get(self._token_url, params=params, allow_redirects=False) as resp:
+                body = await resp.read()
+                status = resp.status
+            if status != 200:
+                err = _decode_oauth_error(body)
+                raise OAuthError(err.error, err.error_description or f"HTTP {status}")
+            try:
+                tokens = _tokens_decoder.decode(body)
+            except msgspec.DecodeError as exc:
+                err = _decode_oauth_error(body)
+                raise OAuthError(err.error, "the token endpoint sent no tokens") from exc
+            self._access = tokens.access_token
+            self._refresh = tokens.refresh_token
+            self.generation += 1
+            self.refreshes += 1
+            logger.info("bitrix_results: refreshed OAuth tokens for %s", self.endpoint.host)
+            if self._on_tokens is not None:
+                outcome = self._on_tokens(tokens)
+                if inspect.isawaitable(outcome):
+                    await outcome
+
+    def __repr__(self) -> str:
+        return f"OAuthAuth({self.endpoint.origin!r}, client_id={self._client_id!r}, tokens=***)"
+
+
+def _decode_oauth_error(body: bytes) -> _OAuthErrorBody:
+    try:
+        return _oauth_error_decoder.decode(body)
+    except msgspec.DecodeError:
+        return _OAuthErrorBody("invalid_response", "the token endpoint's answer is not JSON")

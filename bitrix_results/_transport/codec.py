@@ -1,0 +1,74 @@
+"""Bytes to typed values: the one place where response bodies become replies or errors."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+
+from ..errors import DecodeError, PortalError, portal_error
+from ..models import Envelope
+from .types import Reply
+
+__all__ = ["decode_result", "decode_reply", "encode", "error_from_body"]
+
+T = TypeVar("T")
+
+_encoder = msgspec.json.Encoder()
+_envelope = msgspec.json.Decoder(Envelope)
+# Decoders for ``result`` are built once per target type and reused (msgspec docs:
+# a Decoder caches its type's validation plan).
+_decoders: dict[object, msgspec.json.Decoder[Any]] = {}
+
+
+def encode(value: object) -> bytes:
+    return _encoder.encode(value)
+
+
+def decode_result(raw: msgspec.Raw, target: type[T], *, method: str, strict: bool = True) -> T:
+    """Decode a reply's ``result`` into ``target``. REST v2 sends numbers as strings,
+    so its shapes are read with ``strict=False``."""
+    key = (target, strict)
+    decoder = _decoders.get(key)
+    if decoder is None:
+        decoder = _decoders[key] = msgspec.json.Decoder(target, strict=strict)
+    try:
+        value: T = decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"unexpected result shape: {exc}", method=method, status=200) from exc
+    return value
+
+
+def error_from_body(envelope: Envelope, status: int, method: str) -> PortalError:
+    error = envelope.error
+    if isinstance(error, str):
+        # REST v2: {"error": "CODE", "error_description": "text"} (facts §6).
+        return portal_error(
+            code=error, message=envelope.error_description or "", status=status, method=method
+        )
+    if error is not None:
+        # REST 3.0: {"error": {"code", "message", "validation": [...]}} (facts §4.2).
+        return portal_error(
+            code=error.code,
+            message=error.message,
+            status=status,
+            method=method,
+            validation=tuple(error.validation),
+        )
+    return portal_error(code="", message=f"HTTP {status}", status=status, method=method)
+
+
+def decode_reply(body: bytes, *, status: int, method: str, replayed: bool = False) -> Reply:
+    """A response body as a :class:`Reply`, or the typed error it carries.
+
+    A body that is not JSON (an HTML error page from a proxy, facts §6) becomes a
+    :class:`DecodeError` that keeps the HTTP status, so the scheduler can still
+    tell a 5xx (the call may have run) from a 4xx.
+    """
+    try:
+        envelope = _envelope.decode(body)
+    except msgspec.DecodeError as exc:
+        raise DecodeError("the body is not a JSON API response", method=method, status=status) from exc
+    if envelope.error is not None or status >= 400:
+        raise error_from_body(envelope, status, method)
+    return Reply(status=status, result=envelope.result, time=envelope.time, replayed=replayed)

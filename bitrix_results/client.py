@@ -1,0 +1,462 @@
+"""``ResultsClient``: one typed method per task-result REST method.
+
+Each method checks its input, describes the call (method, API generation, body,
+retry class, budget keys), hands it to the scheduler, and decodes the reply into
+a model. Nothing here paces, retries or touches the wire: that is the
+scheduler's and the transport's job.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+
+from . import _validate as check
+from ._scheduler import Limits, Scheduler, SchedulerStatistics
+from ._transport import AiohttpTransport, Call, OAuthAuth, RetryClass, TokenCallback, WebhookAuth
+from ._transport.auth import DEFAULT_TOKEN_URL
+from ._transport.codec import decode_result
+from ._transport.types import Api, Reply, Transport
+from ._transport.urls import METHOD_NAME, check_origin, parse_portal, parse_webhook
+from .errors import InvalidInputError
+from .models import BoolBody, ItemBody, ItemsBody, LegacyTaskResult, TaskResult
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterable
+
+    from .bulk import BulkReport, Outcome, ProgressCallback, TaskResults
+    from .models import NewResult
+
+__all__ = ["ResultsClient"]
+
+ADD = "tasks.task.result.add"
+ADD_FROM_CHAT = "tasks.task.result.addfromchatmessage"
+UPDATE = "tasks.task.result.update"
+DELETE = "tasks.task.result.delete"
+LIST = "tasks.task.result.list"
+ADD_FROM_COMMENT = "tasks.task.result.addFromComment"
+DELETE_FROM_COMMENT = "tasks.task.result.deleteFromComment"
+CHAT_SEND = "tasks.task.chat.message.send"
+
+# Sortable fields of tasks.task.result.list v3 (facts §5.6).
+_ORDER_FIELDS = ("id", "authorId", "createdAt", "updatedAt", "status", "messageId")
+_DIRECTIONS = ("ASC", "DESC")
+_STATUSES = ("open", "closed")
+# Page size for iter_results. The docs give no default or maximum for this method
+# (facts §4.3, §5.6); 50 is the page size documented across the REST API.
+DEFAULT_PAGE_SIZE = 50
+# Last segments of REST v2 method names that only read (for ``call``'s retry class).
+_READ_VERBS = frozenset({"list", "get", "fields", "getlist", "getfields"})
+
+
+def new_idempotency_key() -> str:
+    """A fresh key for one logical write; retries of that write reuse it (facts §4.1)."""
+    return "br-" + uuid.uuid4().hex
+
+
+class ResultsClient:
+    """Async client for ``tasks.task.result.*`` (REST 3.0 and REST v2).
+
+    Build it with :meth:`from_webhook` or :meth:`from_oauth` and use it as an
+    async context manager. Every call goes through one scheduler that keeps the
+    portal's request bucket and per-method operating budget from refusing us.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        limits: Limits | None = None,
+        scheduler: Scheduler | None = None,
+        concurrency: int = 16,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> None:
+        self._transport = transport
+        self.page_size = check.positive_int("page_size", page_size)
+        self._scheduler = scheduler or Scheduler(limits or Limits.standard(), concurrency=concurrency)
+        # The largest page the portal has returned so far: a shorter page ends a
+        # listing. The portal may silently cap pages below the requested limit
+        # (facts §4.3), so "shorter than asked" alone does not prove the end.
+        self._largest_page = 0
+
+    # -- construction --------------------------------------------------------------
+
+    @classmethod
+    def from_webhook(
+        cls,
+        url: str,
+        *,
+        limits: Limits | None = None,
+        scheduler: Scheduler | None = None,
+        concurrency: int = 16,
+        timeout: float = 65.0,
+        follow_redirects_to: Iterable[str] = (),
+    ) -> ResultsClient:
+        """A client for an incoming webhook ``https://<portal>/rest/<user>/<code>/``."""
+        auth = WebhookAuth(parse_webhook(url))
+        transport = AiohttpTransport(
+            auth,
+            timeout=timeout,
+            max_connections=max(concurrency, 1),
+            follow_redirects_to=follow_redirects_to,
+        )
+        return cls(transport, limits=limits, scheduler=scheduler, concurrency=concurrency)
+
+    @classmethod
+    def from_oauth(
+        cls,
+        *,
+        portal: str,
+        access_token: str,
+        refresh_token: str,
+        client_id: str,
+        client_secret: str,
+        on_tokens: TokenCallback | None = None,
+        token_url: str = DEFAULT_TOKEN_URL,
+        limits: Limits | None = None,
+        scheduler: Scheduler | None = None,
+        concurrency: int = 16,
+        timeout: float = 65.0,
+        follow_redirects_to: Iterable[str] = (),
+    ) -> ResultsClient:
+        """A client for an OAuth application's tokens on ``portal`` (facts §7).
+
+        The access token is refreshed only when the portal answers
+        ``expired_token``; the new pair is handed to ``on_tokens`` (sync or async)
+        so the caller can store the rotated refresh token.
+        """
+        for field, value in (
+            ("access_token", access_token),
+            ("refresh_token", refresh_token),
+            ("client_id", client_id),
+            ("client_secret", client_secret),
+        ):
+            check.text(field, value)
+        check_origin("token_url", token_url)
+        auth = OAuthAuth(
+            parse_portal(portal),
+            access_token=access_token,
+            refresh_token=refresh_token,
+            client_id=client_id,
+            client_secret=client_secret,
+            token_url=token_url,
+            on_tokens=on_tokens,
+        )
+        transport = AiohttpTransport(
+            auth,
+            timeout=timeout,
+            max_connections=max(concurrency, 1),
+            follow_redirects_to=follow_redirects_to,
+        )
+        return cls(transport, limits=limits, scheduler=scheduler, concurrency=concurrency)
+
+    async def __aenter__(self) -> ResultsClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP session. The client cannot be used afterwards."""
+        await self._transport.aclose()
+
+    def statistics(self) -> SchedulerStatistics:
+        """A snapshot of the scheduler: waits, retries, limit errors seen, budgets."""
+        return self._scheduler.statistics()
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self._scheduler
+
+    def __repr__(self) -> str:
+        return f"ResultsClient(portal={self._transport.portal!r})"
+
+    # -- plumbing ------------------------------------------------------------------
+
+    async def _run(
+        self,
+        method: str,
+        params: Mapping[str, object],
+        *,
+        api: Api = "v3",
+        retry: RetryClass,
+        key: str | None = None,
+    ) -> msgspec.Raw:
+        if retry is RetryClass.KEYED_WRITE and key is None:
+            key = new_idempotency_key()
+        call = Call(method=method, api=api, params=params, retry=retry, idempotency_key=key)
+        reply = await self._execute(call)
+        return reply.result
+
+    async def _execute(self, call: Call) -> Reply:
+        """Run a prepared call through the scheduler (bulk helpers build batches)."""
+        return await self._scheduler.execute(call, self._transport)
+
+    def _page_query(self, task_id: int, after_id: int) -> dict[str, object]:
+        """The body of one keyset page of a task's results (iter_results, bulk reads)."""
+        return _keyset_page(_list_params(task_id, status=None, author_id=None), after_id, self.page_size)
+
+    async def _item(
+        self, method: str, params: Mapping[str, object], key: str | None = None
+    ) -> TaskResult:
+        raw = await self._run(method, params, retry=RetryClass.KEYED_WRITE, key=key)
+        return decode_result(raw, ItemBody, method=method).item
+
+    # -- REST 3.0 ------------------------------------------------------------------
+
+    async def add(self, task_id: int, text: str, *, idempotency_key: str | None = None) -> TaskResult:
+        """Add a result to a task (``tasks.task.result.add``, facts §5.2).
+
+        Safe to retry: the call carries an Idempotency-Key (a fresh one unless you
+        give your own), so a retry after a lost answer is replayed, not repeated.
+        """
+        fields = {"taskId": check.positive_int("task_id", task_id), "text": check.text("text", text)}
+        if idempotency_key is not None:
+            check.key("idempotency_key", idempotency_key)
+        return await self._item(ADD, {"fields": fields}, idempotency_key)
+
+    async def add_from_chat_message(self, message_id: int) -> TaskResult:
+        """Pin a task-chat message as a result (``tasks.task.result.addfromchatmessage``, §5.3)."""
+        fields = {"messageId": check.positive_int("message_id", message_id)}
+        return await self._item(ADD_FROM_CHAT, {"fields": fields})
+
+    async def update(self, result_id: int, text: str) -> TaskResult:
+        """Replace a result's text; only its author may (``tasks.task.result.update``, §5.4)."""
+        params = {
+            "id": check.positive_int("result_id", result_id),
+            "fields": {"text": check.text("text", text)},
+        }
+        return await self._item(UPDATE, params)
+
+    async def delete(self, result_id: int) -> None:
+        """Delete a result; only its author may (``tasks.task.result.delete``, §5.5)."""
+        params = {"id": check.positive_int("result_id", result_id)}
+        await self._run(DELETE, params, retry=RetryClass.KEYED_WRITE)
+
+    async def list(
+        self,
+        task_id: int,
+        *,
+        status: Literal["open", "closed"] | None = None,
+        author_id: int | None = None,
+        order: Mapping[str, Literal["ASC", "DESC"]] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[TaskResult]:
+        """One page of a task's results (``tasks.task.result.list`` v3, §5.6)."""
+        params = _list_params(task_id, status=status, author_id=author_id)
+        if order is not None:
+            if not isinstance(order, Mapping) or not order:
+                raise InvalidInputError("order", "must be a non-empty mapping of field to ASC/DESC")
+            for field, direction in order.items():
+                check.choice("order", field, _ORDER_FIELDS)
+                check.choice(f"order[{field}]", direction, _DIRECTIONS)
+            params["order"] = dict(order)
+        pagination: dict[str, int] = {}
+        if limit is not None:
+            pagination["limit"] = check.positive_int("limit", limit)
+        if offset is not None:
+            pagination["offset"] = check.non_negative_int("offset", offset)
+        if pagination:
+            params["pagination"] = pagination
+        return await self._list_page(params)
+
+    async def _list_page(self, params: Mapping[str, object]) -> list[TaskResult]:
+        raw = await self._run(LIST, params, retry=RetryClass.READ)
+        return decode_result(raw, ItemsBody, method=LIST).items
+
+    async def iter_results(
+        self,
+        task_id: int,
+        *,
+        status: Literal["open", "closed"] | None = None,
+        author_id: int | None = None,
+        after_id: int = 0,
+        page_size: int | None = None,
+    ) -> AsyncIterator[TaskResult]:
+        """Every result of a task, oldest first, page by page (keyset on ``id``).
+
+        v3 lists carry no total and no "next" (facts §4.3), so the walk asks for
+        ``id > last`` ordered by id and ends on an empty page or on a page shorter
+        than the largest the portal has returned. It cannot loop: each page must
+        move ``last`` forward or the walk stops. ``after_id`` starts the walk after
+        a known result id.
+        """
+        base = _list_params(task_id, status=status, author_id=author_id)
+        size = self.page_size if page_size is None else check.positive_int("page_size", page_size)
+        last = check.non_negative_int("after_id", after_id)
+        while True:
+            page = await self._list_page(_keyset_page(base, last, size))
+            for result in page:
+                yield result
+            if not self._more_pages(page, size):
+                return
+            if page[-1].id <= last:
+                # The portal ignored the keyset filter; stop rather than loop.
+                return
+            last = page[-1].id
+
+    def _more_pages(self, page: list[TaskResult], page_size: int) -> bool:
+        """Whether a keyset walk should ask for another page after ``page``."""
+        size = len(page)
+        self._largest_page = max(self._largest_page, size)
+        return size > 0 and size >= min(self._largest_page, page_size)
+
+    async def send_chat_message(self, task_id: int, text: str) -> None:
+        """Post a message to the task's chat (``tasks.task.chat.message.send``, §5.9).
+
+        The portal returns no message id for it (facts §5.9), so nothing is returned.
+        """
+        fields = {"taskId": check.positive_int("task_id", task_id), "text": check.text("text", text)}
+        raw = await self._run(CHAT_SEND, {"fields": fields}, retry=RetryClass.KEYED_WRITE)
+        decode_result(raw, BoolBody, method=CHAT_SEND)
+
+    # -- REST v2 -------------------------------------------------------------------
+
+    async def list_legacy(self, task_id: int) -> list[LegacyTaskResult]:
+        """A task's results through REST v2 ``tasks.task.result.list`` (§5.6, v2 shape)."""
+        params = {"taskId": check.positive_int("task_id", task_id)}
+        raw = await self._run(LIST, params, api="v2", retry=RetryClass.READ)
+        return decode_result(raw, list[LegacyTaskResult], method=LIST, strict=False)
+
+    async def add_from_comment(self, comment_id: int) -> LegacyTaskResult:
+        """Pin a task comment as a result (REST v2 ``addFromComment``, §5.7).
+
+        No Idempotency-Key protects REST v2, so if the answer is lost the client
+        raises :class:`~bitrix_results.errors.OutcomeUnknownError` rather than
+        send it again.
+        """
+        params = {"commentId": check.positive_int("comment_id", comment_id)}
+        raw = await self._run(ADD_FROM_COMMENT, params, api="v2", retry=RetryClass.UNKEYED_WRITE)
+        return decode_result(raw, LegacyTaskResult, method=ADD_FROM_COMMENT, strict=False)
+
+    async def delete_from_comment(self, comment_id: int) -> None:
+        """Unpin a comment's result; the comment stays (REST v2 ``deleteFromComment``, §5.8)."""
+        params = {"commentId": check.positive_int("comment_id", comment_id)}
+        await self._run(DELETE_FROM_COMMENT, params, api="v2", retry=RetryClass.UNKEYED_WRITE)
+
+    # -- escape hatch --------------------------------------------------------------
+
+    async def call(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        api: Api = "v3",
+        idempotent: bool | None = None,
+    ) -> Any:
+        """Call any REST method through the scheduler and return its decoded ``result``.
+
+        REST 3.0 calls always carry an Idempotency-Key, so they are retried safely.
+        REST v2 calls are treated as reads when the method name ends in a read verb
+        (``.list``, ``.get``, ``.fields``) and as unprotected writes otherwise;
+        ``idempotent=True/False`` overrides that guess.
+        """
+        if not isinstance(method, str) or not METHOD_NAME.match(method):
+            raise InvalidInputError("method", "must be a REST method name like 'tasks.task.get'")
+        check.choice("api", api, ("v2", "v3"))
+        if params is None:
+            params = {}
+        elif not isinstance(params, Mapping):
+            raise InvalidInputError("params", f"must be a mapping, got {type(params).__name__}")
+        if api == "v3":
+            retry = RetryClass.KEYED_WRITE
+        elif idempotent is None:
+            verb = method.rsplit(".", 1)[-1].lower()
+            retry = RetryClass.READ if verb in _READ_VERBS else RetryClass.UNKEYED_WRITE
+        else:
+            retry = RetryClass.READ if idempotent else RetryClass.UNKEYED_WRITE
+        raw = await self._run(method, dict(params), api=api, retry=retry)
+        return msgspec.json.decode(raw)
+
+    # -- bulk ----------------------------------------------------------------------
+
+    async def bulk_add(
+        self,
+        items: Iterable[NewResult | tuple[int, str]] | AsyncIterable[NewResult | tuple[int, str]],
+        *,
+        batch: bool = True,
+        concurrency: int | None = None,
+        journal: str | None = None,
+        on_progress: ProgressCallback | None = None,
+        job_id: str | None = None,
+    ) -> BulkReport:
+        """Add many results; see :func:`bitrix_results.bulk.bulk_add`."""
+        from .bulk import bulk_add
+
+        return await bulk_add(
+            self,
+            items,
+            batch=batch,
+            concurrency=concurrency,
+            journal=journal,
+            on_progress=on_progress,
+            job_id=job_id,
+        )
+
+    def bulk_add_stream(
+        self,
+        items: Iterable[NewResult | tuple[int, str]] | AsyncIterable[NewResult | tuple[int, str]],
+        *,
+        batch: bool = True,
+        concurrency: int | None = None,
+        journal: str | None = None,
+        on_progress: ProgressCallback | None = None,
+        job_id: str | None = None,
+    ) -> AsyncIterator[Outcome]:
+        """Add many results, yielding each outcome as it settles; memory stays bounded."""
+        from .bulk import bulk_add_stream
+
+        return bulk_add_stream(
+            self,
+            items,
+            batch=batch,
+            concurrency=concurrency,
+            journal=journal,
+            on_progress=on_progress,
+            job_id=job_id,
+        )
+
+    def results_of_many(
+        self,
+        task_ids: Iterable[int] | AsyncIterable[int],
+        *,
+        api: Api = "v3",
+        concurrency: int | None = None,
+    ) -> AsyncIterator[TaskResults]:
+        """The results of many tasks through batched list calls, streamed per task."""
+        from .bulk import results_of_many
+
+        return results_of_many(self, task_ids, api=api, concurrency=concurrency)
+
+
+def _list_params(
+    task_id: int, *, status: str | None, author_id: int | None
+) -> dict[str, object]:
+    conditions: list[list[object]] = [["taskId", "=", check.positive_int("task_id", task_id)]]
+    if status is not None:
+        conditions.append(["status", "=", check.choice("status", status, _STATUSES)])
+    if author_id is not None:
+        conditions.append(["authorId", "=", check.positive_int("author_id", author_id)])
+    return {"filter": conditions}
+
+
+def _keyset_page(base: Mapping[str, object], after_id: int, size: int) -> dict[str, object]:
+    conditions = list(base["filter"])  # type: ignore[call-overload]
+    if after_id:
+        conditions.append(["id", ">", after_id])
+    return {
+        **base,
+        "filter": conditions,
+        "order": {"id": "ASC"},
+        "pagination": {"limit": size},
+    }

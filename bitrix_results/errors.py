@@ -1,0 +1,311 @@
+"""Every error ``bitrix_results`` raises, in one tree.
+
+::
+
+    BitrixError
+    ├── InvalidInputError (also ValueError)   bad input caught before anything was sent
+    ├── TransportError                        the HTTP exchange did not complete
+    │   ├── ConnectError                      never reached the portal (safe to retry)
+    │   ├── RequestTimeoutError               sent, no answer in time (may have executed)
+    │   ├── ConnectionLostError               sent, connection dropped (may have executed)
+    │   └── RedirectRefusedError              a redirect to a host we may not follow
+    ├── DecodeError                           a body that is not the JSON we expect (HTML page)
+    ├── OutcomeUnknownError                   a write may or may not have executed; not retried
+    ├── OAuthError                            the token endpoint refused a refresh
+    └── PortalError                           the portal answered with an error code
+        ├── RateLimitError                    503 QUERY_LIMIT_EXCEEDED (not executed)
+        ├── OperatingLimitError               429 OPERATION_TIME_LIMIT (not executed)
+        ├── AuthError                         401/403 credentials
+        │   ├── ExpiredTokenError             401 expired_token: refresh and repeat
+        │   └── InvalidCredentialsError       NO_AUTH_FOUND, INVALID_CREDENTIALS, scope...
+        ├── AccessDeniedError                 no permission on the object or the plan
+        ├── NotFoundError                     the object or the method does not exist
+        ├── InvalidRequestError               the portal's validation refused the request
+        ├── IdempotencyKeyError               key reused with another body, or malformed
+        ├── BatchError                        too many commands, or a method not allowed in batch
+        ├── ServiceBlockedError               REST blocked or portal gone: support must act
+        └── ServerError                       5xx: the call may have executed
+
+Portal errors are classified by error code first and HTTP status second, in one
+table (:data:`_BY_CODE`, :func:`portal_error`). No error carries a secret: the
+transport redacts URLs before they reach a message.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from .models import ValidationDetail
+
+__all__ = [
+    "AccessDeniedError",
+    "AuthError",
+    "BatchError",
+    "BitrixError",
+    "ConnectError",
+    "ConnectionLostError",
+    "DecodeError",
+    "ExpiredTokenError",
+    "IdempotencyKeyError",
+    "InvalidCredentialsError",
+    "InvalidInputError",
+    "InvalidRequestError",
+    "NotFoundError",
+    "OAuthError",
+    "OperatingLimitError",
+    "OutcomeUnknownError",
+    "PortalError",
+    "RateLimitError",
+    "RedirectRefusedError",
+    "RequestTimeoutError",
+    "ServerError",
+    "ServiceBlockedError",
+    "TransportError",
+    "portal_error",
+]
+
+
+class BitrixError(Exception):
+    """Root of every error raised by ``bitrix_results``."""
+
+
+class InvalidInputError(BitrixError, ValueError):
+    """Input refused before anything was sent; ``field`` names what was wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class TransportError(BitrixError):
+    """The HTTP exchange with the portal did not complete."""
+
+    def __init__(self, message: str, *, method: str | None = None) -> None:
+        self.method = method
+        super().__init__(message if method is None else f"{method}: {message}")
+
+
+class ConnectError(TransportError):
+    """The request never reached the portal (DNS, refused connection): nothing ran."""
+
+
+class RequestTimeoutError(TransportError):
+    """The request was sent but no answer came in time: it may have executed."""
+
+
+class ConnectionLostError(TransportError):
+    """The connection closed after the request was sent: it may have executed."""
+
+
+class RedirectRefusedError(TransportError):
+    """The portal redirected to a host this client is not allowed to follow."""
+
+
+class DecodeError(BitrixError):
+    """A response body that is not the JSON we expect, such as an HTML error page."""
+
+    def __init__(self, message: str, *, method: str | None, status: int) -> None:
+        self.method = method
+        self.status = status
+        super().__init__(f"{method}: HTTP {status}: {message}" if method else message)
+
+
+class OutcomeUnknownError(BitrixError):
+    """A write failed in a way that may have executed it, and it cannot be retried safely.
+
+    Raised for calls no Idempotency-Key protects (REST v2 writes). ``cause`` is
+    the transport or server error that left the outcome unknown.
+    """
+
+    def __init__(self, method: str, cause: BaseException) -> None:
+        self.method = method
+        self.cause = cause
+        super().__init__(
+            f"{method}: the outcome is unknown ({type(cause).__name__}: {cause}); "
+            "check the portal before sending it again"
+        )
+
+
+class OAuthError(BitrixError):
+    """The OAuth server refused to refresh the tokens (``invalid_grant``, ...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code}: {message}")
+
+
+class PortalError(BitrixError):
+    """The portal answered with an error body.
+
+    ``code`` is the portal's error code, ``status`` the HTTP status, ``method``
+    the REST method, ``validation`` the REST 3.0 validation details (may be empty).
+    """
+
+    default_status: ClassVar[int] = 400
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        status: int,
+        method: str | None = None,
+        validation: tuple[ValidationDetail, ...] = (),
+    ) -> None:
+        self.message = message
+        self.code = code
+        self.status = status
+        self.method = method
+        self.validation = validation
+        text = f"{code} (HTTP {status}): {message}"
+        if validation:
+            text += " [" + "; ".join(_detail(d) for d in validation) + "]"
+        super().__init__(f"{method}: {text}" if method else text)
+
+
+def _detail(detail: ValidationDetail) -> str:
+    return f"{detail.field}: {detail.message}" if detail.field else detail.message
+
+
+class RateLimitError(PortalError):
+    """503 ``QUERY_LIMIT_EXCEEDED``: the request bucket is full; nothing executed."""
+
+
+class OperatingLimitError(PortalError):
+    """429 ``OPERATION_TIME_LIMIT``: this method's time budget is spent; nothing executed."""
+
+
+class AuthError(PortalError):
+    """The credentials were refused."""
+
+
+class ExpiredTokenError(AuthError):
+    """401 ``expired_token``: the OAuth access token must be refreshed (§7)."""
+
+    #: Which token generation was refused, so that many calls failing together
+    #: cause one refresh (set by the transport).
+    auth_generation: int = 0
+
+
+class InvalidCredentialsError(AuthError):
+    """Wrong webhook code or token, or the credential lacks a scope or permission."""
+
+
+class AccessDeniedError(PortalError):
+    """The user may not touch this object, or REST is not on the portal's plan."""
+
+
+class NotFoundError(PortalError):
+    """The object or the method does not exist."""
+
+
+class InvalidRequestError(PortalError):
+    """The portal's validation refused the request (missing field, wrong type, ...)."""
+
+
+class IdempotencyKeyError(PortalError):
+    """The Idempotency-Key was reused with another body, or is malformed (§4.1)."""
+
+
+class BatchError(PortalError):
+    """The batch itself was refused: too many commands, or a method not allowed in batch."""
+
+
+class ServiceBlockedError(PortalError):
+    """REST is blocked for the portal or the portal is gone; retrying will not help."""
+
+
+class ServerError(PortalError):
+    """A 5xx from the portal: the call may have executed."""
+
+
+_V3 = "BITRIX_REST_V3_EXCEPTION_"
+
+# The one table from error code to class (facts §4.2 and §6). Codes are matched
+# exactly; REST 3.0 codes are also matched by suffix after the common prefix so a
+# new ``VALIDATION_*`` variant still lands on the right branch.
+_BY_CODE: dict[str, type[PortalError]] = {
+    "QUERY_LIMIT_EXCEEDED": RateLimitError,
+    "OPERATION_TIME_LIMIT": OperatingLimitError,
+    "expired_token": ExpiredTokenError,
+    "NO_AUTH_FOUND": InvalidCredentialsError,
+    "INVALID_CREDENTIALS": InvalidCredentialsError,
+    "insufficient_scope": InvalidCredentialsError,
+    "invalid_token": InvalidCredentialsError,
+    "WRONG_AUTH_TYPE": InvalidCredentialsError,
+    "AUTHORIZATION_ERROR": InvalidCredentialsError,
+    "ACCESS_DENIED": AccessDeniedError,
+    "user_access_error": AccessDeniedError,
+    "ALLOWED_ONLY_INTRANET_USER": AccessDeniedError,
+    "ACCESS_ERROR": AccessDeniedError,
+    "PAYMENT_REQUIRED": ServiceBlockedError,
+    "OVERLOAD_LIMIT": ServiceBlockedError,
+    "PORTAL_DELETED": ServiceBlockedError,
+    "ERROR_METHOD_NOT_FOUND": NotFoundError,
+    "ERROR_MANIFEST_IS_NOT_AVAILABLE": NotFoundError,
+    "NOT_FOUND": NotFoundError,
+    "INVALID_REQUEST": InvalidRequestError,
+    "INVALID_ARG_VALUE": InvalidRequestError,
+    "ERROR_CORE": InvalidRequestError,
+    "ERROR_BATCH_LENGTH_EXCEEDED": BatchError,
+    "ERROR_BATCH_METHOD_NOT_ALLOWED": BatchError,
+    "INTERNAL_SERVER_ERROR": ServerError,
+    "ERROR_UNEXPECTED_ANSWER": ServerError,
+    # REST v2 task methods answer with numeric codes: "100" is a type error (§5.6-5.8).
+    "100": InvalidRequestError,
+    _V3 + "ACCESSDENIEDEXCEPTION": AccessDeniedError,
+    _V3 + "INSUFFICIENTSCOPEEXCEPTION": InvalidCredentialsError,
+    _V3 + "ENTITYNOTFOUNDEXCEPTION": NotFoundError,
+    _V3 + "METHODNOTFOUNDEXCEPTION": NotFoundError,
+    _V3 + "IDEMPOTENCYKEYREUSEDEXCEPTION": IdempotencyKeyError,
+    _V3 + "INVALIDIDEMPOTENCYKEYEXCEPTION": IdempotencyKeyError,
+}
+
+# Fallback when the code is unknown: the HTTP status (facts §6, "classify by code
+# first and fall back to the status").
+_BY_STATUS: dict[int, type[PortalError]] = {
+    400: InvalidRequestError,
+    401: InvalidCredentialsError,
+    403: AccessDeniedError,
+    404: NotFoundError,
+    405: BatchError,
+    410: ServiceBlockedError,
+    422: InvalidRequestError,
+    429: OperatingLimitError,
+}
+
+
+def _class_for(code: str, status: int, message: str) -> type[PortalError]:
+    if (cls := _BY_CODE.get(code)) is not None:
+        return cls
+    if code.startswith(_V3):
+        # Every other REST 3.0 exception is a refusal of the request's shape
+        # (validation, filter, order, pagination, select, JSON; §4.2).
+        return InvalidRequestError
+    if code == "0":
+        # REST v2 task methods reuse "0" for several meanings; the text tells them
+        # apart (§5.6-5.8: "Access denied.", "Comment not found.", "Result already exists.").
+        lowered = message.lower()
+        if "access denied" in lowered:
+            return AccessDeniedError
+        if "not found" in lowered:
+            return NotFoundError
+        return InvalidRequestError
+    if status >= 500:
+        return ServerError
+    return _BY_STATUS.get(status, PortalError)
+
+
+def portal_error(
+    *,
+    code: str,
+    message: str,
+    status: int,
+    method: str | None = None,
+    validation: tuple[ValidationDetail, ...] = (),
+) -> PortalError:
+    """Build the typed error for a portal error body: code first, HTTP status second."""
+    cls = _class_for(code, status, message)
+    return cls(message, code=code, status=status, method=method, validation=validation)

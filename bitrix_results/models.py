@@ -1,0 +1,167 @@
+"""Wire shapes of the task-results API as msgspec Structs.
+
+Every shape the portal sends or receives lives here. Field names follow the API
+(camelCase on the wire for REST 3.0 items, snake_case in Python); unknown fields
+are ignored so a portal that grows new fields does not break old clients.
+Sources: ``reference/bitrix24-api-facts.md`` §2.1 (``time``), §4.2 (envelopes),
+§5.1 (result items).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+__all__ = [
+    "LegacyTaskResult",
+    "NewResult",
+    "ResponseTime",
+    "ResultRights",
+    "TaskResult",
+    "ValidationDetail",
+]
+
+ResultStatus = Literal["open", "closed"]
+
+
+class _Wire(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """Base of REST 3.0 shapes: camelCase on the wire, immutable in Python."""
+
+
+class ResultRights(_Wire):
+    """What the calling user may do with a result (§5.1 ``rights``)."""
+
+    edit: bool = False
+    remove: bool = False
+
+
+class TaskResult(_Wire):
+    """A task result as REST 3.0 returns it (§5.1 "v3 item")."""
+
+    id: int
+    task_id: int
+    text: str
+    author_id: int = 0
+    created_at: datetime | None = None
+    # ``updatedAt`` is null until the result is first edited (§5.1).
+    updated_at: datetime | None = None
+    status: ResultStatus = "open"
+    file_ids: list[int] = msgspec.field(default_factory=list)
+    rights: ResultRights | None = None
+    # Set when the result was pinned from a task-chat message (§5.3).
+    message_id: int | None = None
+
+
+class LegacyTaskResult(_Wire):
+    """A task result as the older REST v2 methods return it (§5.1 "v2 item").
+
+    ``status`` is numeric here (0 open, 1 closed) and ``files`` is null in the
+    ``addFromComment`` response (§5.7).
+    """
+
+    id: int
+    task_id: int
+    comment_id: int = 0
+    created_by: int = 0
+    created_at: str | None = None
+    updated_at: str | None = None
+    status: int = 0
+    text: str = ""
+    formatted_text: str = ""
+    files: list[int] | None = None
+
+    @property
+    def is_closed(self) -> bool:
+        return self.status == 1
+
+
+class ResponseTime(msgspec.Struct, frozen=True, kw_only=True):
+    """The ``time`` block of a successful response (§2.1).
+
+    ``operating`` is the method's running total over the window, already summed
+    by the portal; ``operating_reset_at`` is when the oldest one-minute basket
+    expires. Both are optional: self-hosted portals omit them (§2.1, b24jssdk
+    issue 459). ``operating_reset_at`` is an int from a real portal and may be a
+    fraction from a time-compressed fake one, so it is read as a float.
+    """
+
+    start: float | None = None
+    finish: float | None = None
+    duration: float | None = None
+    processing: float | None = None
+    date_start: str | None = None
+    date_finish: str | None = None
+    operating: float | None = None
+    operating_reset_at: float | None = None
+
+
+class ValidationDetail(msgspec.Struct, frozen=True):
+    """One entry of a REST 3.0 ``error.validation`` list (§4.2); ``field`` may be absent."""
+
+    message: str
+    field: str | None = None
+
+
+class NewResult(msgspec.Struct, frozen=True):
+    """One result to add in bulk: the task, the text, and an optional stable key.
+
+    ``key`` names the item across runs (for example a row id from the source
+    system); bulk import derives the item's Idempotency-Key from it so a resumed
+    or retried item is replayed by the portal instead of created twice.
+    """
+
+    task_id: int
+    text: str
+    key: str | None = None
+
+
+# --- envelopes (private: the client unwraps them) ---------------------------------
+
+
+class _V3Error(msgspec.Struct, frozen=True):
+    code: str = ""
+    message: str = ""
+    validation: list[ValidationDetail] = msgspec.field(default_factory=list)
+
+
+class Envelope(msgspec.Struct, frozen=True):
+    """Any REST response body: ``result`` + ``time`` on success, ``error`` on failure.
+
+    ``result`` stays raw so each method decodes only the shape it expects, with a
+    decoder built once. ``error`` is a string in v2 and an object in v3 (§4.2, §6).
+    """
+
+    result: msgspec.Raw = msgspec.Raw(b"null")
+    time: ResponseTime | None = None
+    error: str | _V3Error | None = None
+    error_description: str | None = None
+
+
+class ItemBody(msgspec.Struct, frozen=True):
+    item: TaskResult
+
+
+class ItemsBody(msgspec.Struct, frozen=True):
+    items: list[TaskResult]
+
+
+class BoolBody(msgspec.Struct, frozen=True):
+    result: bool = False
+
+
+class OAuthTokens(msgspec.Struct, frozen=True, kw_only=True):
+    """The token endpoint's answer (§7). ``refresh_token`` rotates on every refresh."""
+
+    access_token: str
+    refresh_token: str
+    expires: int | None = None
+    expires_in: int | None = None
+    client_endpoint: str | None = None
+    member_id: str | None = None
+    user_id: int | None = None
+
+    def __repr__(self) -> str:
+        # Tokens never reach a repr (SPEC §2.7).
+        return f"OAuthTokens(client_endpoint={self.client_endpoint!r}, user_id={self.user_id!r})"
