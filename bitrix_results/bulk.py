@@ -284,6 +284,8 @@ class _Job:
     ) -> None:
         async with units:
             pending: list[_Entry] = []
+            # Items of one interrupted batch (same watermark) are reconciled together.
+            resumed: _Unit | None = None
             index = -1
             async for raw in _aiter(items):
                 index += 1
@@ -291,12 +293,25 @@ class _Job:
                 if entry is None:
                     # A programmer error (not an item at all): stop feeding, let the
                     # work in flight settle, then raise it.
-                    return
+                    break
                 if isinstance(entry, Outcome):
                     await self._emit([entry], out)
                     continue
                 unit = self._resume(entry)
-                if isinstance(unit, Outcome):
+                if unit is None and self.fatal is not None:
+                    break
+                if isinstance(unit, _Unit) and unit.kind == "reconcile":
+                    if (
+                        resumed is not None
+                        and resumed.watermark == unit.watermark
+                        and len(resumed.entries) < MAX_BATCH
+                    ):
+                        resumed.entries += unit.entries
+                        continue
+                    if resumed is not None:
+                        await units.send(resumed)
+                    resumed = unit
+                elif isinstance(unit, Outcome):
                     await self._emit([unit], out)
                 elif unit is not None:
                     await units.send(unit)
@@ -313,6 +328,8 @@ class _Job:
                     if len(pending) == MAX_BATCH:
                         await units.send(_Unit(pending, "batch"))
                         pending = []
+            if resumed is not None:
+                await units.send(resumed)
             if pending:
                 await units.send(_Unit(pending, "batch"))
 
@@ -368,7 +385,9 @@ class _Job:
                     elif unit.kind == "single":
                         settled = await self._run_single(unit.entries[0])
                     else:
-                        settled = await self._reconcile(unit.entries, unit.watermark)
+                        settled = await self._after_batch(
+                            unit.entries, unit.watermark, refused=False, attempt=0
+                        )
                 finally:
                     unit.done.set()
                 await self._emit(settled, out)
@@ -428,16 +447,23 @@ class _Job:
                 if not self.unit_watermarks[mark]:
                     del self.unit_watermarks[mark]
 
-    async def _run_single(self, entry: _Entry) -> list[Outcome]:
+    async def _run_single(self, entry: _Entry, attempt: int = 0) -> list[Outcome]:
         async with self._in_flight({entry.item.task_id}) as mark:
             if self.journal is not None:
                 rows = [(entry.index, entry.item.task_id, entry.digest)]
                 self.journal.mark_pending(rows, batched=False, watermark=mark)
-            settled = await self._send_single(entry)
-        if isinstance(settled, list):
-            return settled
+            sent = await self._send_single(entry)
+        if isinstance(sent, list):
+            return sent
         # Still unknown after every replay: look at the task to settle it.
-        return await self._reconcile([entry], mark)
+        settled, absent, _ = await self._reconcile([entry], mark)
+        if not absent:
+            return settled
+        if attempt + 1 >= _UNKNOWN_ROUNDS:
+            # Seen absent with the task frozen, after every attempt was lost: a
+            # failure, and nothing exists for it.
+            return self._failed([(entry, sent)])
+        return await self._run_single(entry, attempt + 1)
 
     async def _send_single(self, entry: _Entry) -> list[Outcome] | BitrixError:
         """Send one keyed add, replaying it while its outcome is unknown.
@@ -458,8 +484,9 @@ class _Job:
             return self._created([(entry, result)])
         return unknown
 
-    async def _run_batch(self, entries: list[_Entry]) -> list[Outcome]:
+    async def _run_batch(self, entries: list[_Entry], attempt: int = 0) -> list[Outcome]:
         tasks = {e.item.task_id for e in entries}
+        refused = False
         async with self._in_flight(tasks) as mark:
             if self.journal is not None:
                 rows = [(e.index, e.item.task_id, e.digest) for e in entries]
@@ -480,64 +507,78 @@ class _Job:
             try:
                 reply = await self.client._execute(call)
                 bodies = decode_result(reply.result, list[ItemBody], method="batch")
+            except PortalError:
+                # A command was refused; the batch rolled back or kept a prefix.
+                bodies, refused = None, True
             except BitrixError:
+                # The answer was lost (or unreadable): any prefix may have run.
                 bodies = None
             if bodies is not None and len(bodies) == len(entries):
                 return self._created([(e, b.item) for e, b in zip(entries, bodies, strict=True)])
-        # A command failed (the batch may have rolled back or kept a prefix), or the
-        # answer was lost: find out what exists before sending anything again.
-        return await self._reconcile(entries, mark)
+        return await self._after_batch(entries, mark, refused=refused, attempt=attempt)
 
-    async def _reconcile(self, entries: list[_Entry], watermark: int) -> list[Outcome]:
-        tasks = {e.item.task_id for e in entries}
+    async def _after_batch(
+        self, entries: list[_Entry], watermark: int, *, refused: bool, attempt: int
+    ) -> list[Outcome]:
+        """Settle a batch whose outcome is not known item by item.
+
+        What exists is claimed; the rest is sent again. When the portal refused a
+        command, the rest go one by one so the bad item fails alone with its own
+        error; when only the answer was lost, they go as a batch again.
+        """
+        settled, absent, unreadable = await self._reconcile(entries, watermark)
+        alone = unreadable
+        if refused or attempt + 1 >= _UNKNOWN_ROUNDS or len(absent) == 1:
+            alone, absent = alone + absent, []
+        async with anyio.create_task_group() as tg:
+
+            async def single(entry: _Entry) -> None:
+                settled.extend(await self._run_single(entry))
+
+            async def batch(group: list[_Entry]) -> None:
+                settled.extend(await self._run_batch(group, attempt + 1))
+
+            for entry in alone:
+                tg.start_soon(single, entry)
+            if absent:
+                tg.start_soon(batch, absent)
+        return settled
+
+    async def _reconcile(
+        self, entries: list[_Entry], watermark: int
+    ) -> tuple[list[Outcome], list[_Entry], list[_Entry]]:
+        """Find which of ``entries`` exist on the portal, with their tasks frozen.
+
+        Returns the outcomes of those that exist, those that do not, and those
+        whose task the portal would not list (their adds would be refused too).
+        """
+        tasks = sorted({e.item.task_id for e in entries})
         settled: list[Outcome] = []
-        async with self.reconcile_lock, self.gate.frozen(tasks):
-            unmatched: list[_Entry] = []
-            for task_id in sorted(tasks):
+        absent: list[_Entry] = []
+        unreadable: list[_Entry] = []
+        async with self.reconcile_lock, self.gate.frozen(set(tasks)):
+            # One batch of list calls reads up to 50 tasks (facts §3.2).
+            listed = {t.task_id: t for t in await _read_v3(self.client, tasks, after=watermark)}
+            for task_id in tasks:
                 mine = [e for e in entries if e.item.task_id == task_id]
-                try:
-                    existing = [r async for r in self.client.iter_results(task_id, after_id=watermark)]
-                except (AccessDeniedError, NotFoundError, InvalidRequestError) as exc:
-                    # The portal will not show us the task, so it would not have
-                    # let us add to it either: nothing was created.
-                    settled += self._failed([(e, exc) for e in mine])
+                found = listed[task_id]
+                if found.error is not None:
+                    unreadable += mine
                     continue
                 owned = self.claimed
                 if self.journal is not None:
                     owned = owned | self.journal.claimed_ids(task_id, watermark)
-                free = [r for r in existing if r.id not in owned]
+                free = [r for r in found.results if r.id not in owned]
                 matched: list[tuple[_Entry, TaskResult]] = []
                 for entry in mine:
                     hit = next((r for r in free if r.text == entry.item.text), None)
                     if hit is None:
-                        unmatched.append(entry)
+                        absent.append(entry)
                     else:
                         free.remove(hit)
-                        matched.append((entry, hit))
+                        matched.append((entry, hit))  # type: ignore[arg-type]
                 settled += self._created(matched)
-            for entry in unmatched:
-                # Not on the portal: send it alone, keyed, while its task is frozen.
-                again = await self._send_single(entry)
-                if not isinstance(again, list):
-                    again = await self._settle_by_listing(entry, watermark, again)
-                settled += again
-        return settled
-
-    async def _settle_by_listing(
-        self, entry: _Entry, watermark: int, error: BitrixError
-    ) -> list[Outcome]:
-        """Last resort for an item whose every send was lost: it exists or it does not.
-
-        Runs with the task frozen, so no answer of ours is still on its way."""
-        existing = [
-            r
-            async for r in self.client.iter_results(entry.item.task_id, after_id=watermark)
-            if r.id not in self.claimed and r.text == entry.item.text
-        ]
-        if existing:
-            return self._created([(entry, existing[0])])
-        # Not on the portal after every attempt: a failure, and nothing exists.
-        return self._failed([(entry, error)])
+        return settled, absent, unreadable
 
 
 def _size(items: object) -> int | None:
@@ -688,24 +729,25 @@ async def results_of_many(
                 yield done
 
 
-async def _read_one(client: ResultsClient, task_id: int, api: Api) -> TaskResults:
+async def _read_one(client: ResultsClient, task_id: int, api: Api, *, after: int = 0) -> TaskResults:
     try:
         if api == "v2":
             return TaskResults(task_id, await client.list_legacy(task_id))
-        return TaskResults(task_id, [r async for r in client.iter_results(task_id)])
+        results = [r async for r in client.iter_results(task_id, after_id=after)]
+        return TaskResults(task_id, results)
     except PortalError as exc:
         return TaskResults(task_id, [], error=exc)
 
 
-async def _read_v3(client: ResultsClient, group: list[int]) -> list[TaskResults]:
-    """Read a group of tasks with REST 3.0 batches of keyset pages."""
+async def _read_v3(client: ResultsClient, group: list[int], *, after: int = 0) -> list[TaskResults]:
+    """Read a group of tasks (results with ids above ``after``) with REST 3.0 batches."""
     collected: dict[int, list[TaskResult]] = {t: [] for t in group}
-    after: dict[int, int] = dict.fromkeys(group, 0)
+    after_ids: dict[int, int] = dict.fromkeys(group, after)
     open_tasks = list(group)
     done: list[TaskResults] = []
     while open_tasks:
         commands = [
-            {"method": LIST, "query": client._page_query(t, after[t])} for t in open_tasks
+            {"method": LIST, "query": client._page_query(t, after_ids[t])} for t in open_tasks
         ]
         call = Call(
             method="batch",
@@ -723,16 +765,17 @@ async def _read_v3(client: ResultsClient, group: list[int]) -> list[TaskResults]
             pages = None
         if pages is None or len(pages) != len(open_tasks):
             for task_id in open_tasks:
-                single = await _read_one(client, task_id, "v3")
+                single = await _read_one(client, task_id, "v3", after=after_ids[task_id])
                 if single.error is None:
                     single = TaskResults(task_id, [*collected[task_id], *single.results])  # type: ignore[list-item]
                 done.append(single)
             return done
         still_open: list[int] = []
         for task_id, page in zip(open_tasks, pages, strict=True):
-            collected[task_id] += page.items
-            if client._more_pages(page.items, client.page_size) and page.items[-1].id > after[task_id]:
-                after[task_id] = page.items[-1].id
+            fresh = [r for r in page.items if r.id > after_ids[task_id]]
+            collected[task_id] += fresh
+            if fresh and client._more_pages(page.items, client.page_size):
+                after_ids[task_id] = max(r.id for r in fresh)
                 still_open.append(task_id)
             else:
                 done.append(TaskResults(task_id, collected.pop(task_id)))

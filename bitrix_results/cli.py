@@ -137,8 +137,8 @@ def _summary(report: BulkReport, limits: Limits, unreadable: int, title: str) ->
     else:
         table.add_row("bound", "0 s: the whole import fits in the request burst")
     table.add_row("requests", str(stats.requests_sent))
-    table.add_row("503 / 429 seen", f"{stats.rate_limited} / {stats.operating_limited}")
-    table.add_row("retries", str(sum(stats.retries.values())))
+    table.add_row("503 / 429 seen", f"{stats.rate_limit_hits} / {stats.operating_limit_hits}")
+    table.add_row("retries", str(stats.retries_total))
     return table
 
 
@@ -278,7 +278,7 @@ async def _cmd_export(args: argparse.Namespace) -> int:
 
 
 async def _cmd_demo(args: argparse.Namespace) -> int:
-    from .testing import PortalConfig, serve_portal
+    from .testing import FakePortal, PortalConfig, serve_portal
 
     limits = (Limits.enterprise() if args.plan == "enterprise" else Limits.standard()).scaled(args.scale)
     config = PortalConfig(plan=args.plan, scale=args.scale)
@@ -287,7 +287,7 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
         f"compressed {args.scale:g}x (bucket {limits.burst} + {limits.drain_per_second:g}/s, "
         f"budget {limits.operating_limit:g} s per {limits.operating_window:g} s)"
     )
-    async with serve_portal(config) as running:
+    async with serve_portal(FakePortal(config)) as running:
         async with ResultsClient.from_webhook(running.webhook_url, limits=limits) as client:
             first = await client.add(1, "Demo: first result")
             await client.update(first.id, "Demo: first result, edited")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 
 from . import _validate as check
-from ._scheduler import Limits, Scheduler, SchedulerStatistics
+from ._scheduler import Limits, RetryPolicy, Scheduler, SchedulerStatistics
 from ._transport import AiohttpTransport, Call, OAuthAuth, RetryClass, TokenCallback, WebhookAuth
 from ._transport.auth import DEFAULT_TOKEN_URL
 from ._transport.codec import decode_result
@@ -73,11 +73,16 @@ class ResultsClient:
         limits: Limits | None = None,
         scheduler: Scheduler | None = None,
         concurrency: int = 16,
+        retry: RetryPolicy | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
     ) -> None:
         self._transport = transport
         self.page_size = check.positive_int("page_size", page_size)
-        self._scheduler = scheduler or Scheduler(limits or Limits.standard(), concurrency=concurrency)
+        if scheduler is not None and (limits is not None or retry is not None):
+            raise ValueError("give either scheduler or limits/retry, not both")
+        self._scheduler = scheduler or Scheduler(
+            limits or Limits.standard(), concurrency=concurrency, retry=retry
+        )
         # The largest page the portal has returned so far: a shorter page ends a
         # listing. The portal may silently cap pages below the requested limit
         # (facts §4.3), so "shorter than asked" alone does not prove the end.
@@ -93,6 +98,7 @@ class ResultsClient:
         limits: Limits | None = None,
         scheduler: Scheduler | None = None,
         concurrency: int = 16,
+        retry: RetryPolicy | None = None,
         timeout: float = 65.0,
         follow_redirects_to: Iterable[str] = (),
     ) -> ResultsClient:
@@ -104,7 +110,9 @@ class ResultsClient:
             max_connections=max(concurrency, 1),
             follow_redirects_to=follow_redirects_to,
         )
-        return cls(transport, limits=limits, scheduler=scheduler, concurrency=concurrency)
+        return cls(
+            transport, limits=limits, scheduler=scheduler, concurrency=concurrency, retry=retry
+        )
 
     @classmethod
     def from_oauth(
@@ -120,6 +128,7 @@ class ResultsClient:
         limits: Limits | None = None,
         scheduler: Scheduler | None = None,
         concurrency: int = 16,
+        retry: RetryPolicy | None = None,
         timeout: float = 65.0,
         follow_redirects_to: Iterable[str] = (),
     ) -> ResultsClient:
@@ -152,7 +161,9 @@ class ResultsClient:
             max_connections=max(concurrency, 1),
             follow_redirects_to=follow_redirects_to,
         )
-        return cls(transport, limits=limits, scheduler=scheduler, concurrency=concurrency)
+        return cls(
+            transport, limits=limits, scheduler=scheduler, concurrency=concurrency, retry=retry
+        )
 
     async def __aenter__(self) -> ResultsClient:
         return self
@@ -296,14 +307,14 @@ class ResultsClient:
         last = check.non_negative_int("after_id", after_id)
         while True:
             page = await self._list_page(_keyset_page(base, last, size))
-            for result in page:
+            # Only ids past ``last`` are new: a portal that ignored the keyset
+            # filter (or overlapped pages) must not make us yield a result twice.
+            fresh = [result for result in page if result.id > last]
+            for result in fresh:
                 yield result
-            if not self._more_pages(page, size):
+            if not fresh or not self._more_pages(page, size):
                 return
-            if page[-1].id <= last:
-                # The portal ignored the keyset filter; stop rather than loop.
-                return
-            last = page[-1].id
+            last = max(result.id for result in fresh)
 
     def _more_pages(self, page: list[TaskResult], page_size: int) -> bool:
         """Whether a keyset walk should ask for another page after ``page``."""

@@ -156,8 +156,9 @@ class OAuthTokens(msgspec.Struct, frozen=True, kw_only=True):
 
     access_token: str
     refresh_token: str
-    expires: int | None = None
-    expires_in: int | None = None
+    # Integers from the real server; a time-compressed fake one sends fractions.
+    expires: float | None = None
+    expires_in: float | None = None
     client_endpoint: str | None = None
     member_id: str | None = None
     user_id: int | None = None

@@ -49,7 +49,9 @@ class AiohttpTransport:
     ) -> None:
         self._auth = auth
         self._endpoint = auth.endpoint
-        self._portal = auth.endpoint.host
+        # The bucket key: the portal's origin. Two portals on one host (a test
+        # machine, an on-premise box) differ by port and have separate buckets.
+        self._portal = urlsplit(auth.endpoint.origin).netloc
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
         self._max_connections = max_connections
         self._allowed_hosts = frozenset(h.lower() for h in follow_redirects_to)
@@ -99,13 +101,19 @@ class AiohttpTransport:
         for _ in range(_MAX_REDIRECTS + 1):
             url = self._endpoint.url(call.api, call.method)
             try:
-                async with session.post(
-                    url, data=payload, headers=headers, params=params, allow_redirects=False
-                ) as resp:
-                    status = resp.status
-                    location = resp.headers.get("Location")
-                    replayed = resp.headers.get("Idempotent-Replayed", "").lower() == "true"
-                    body = await resp.read()
+                try:
+                    async with session.post(
+                        url, data=payload, headers=headers, params=params, allow_redirects=False
+                    ) as resp:
+                        status = resp.status
+                        location = resp.headers.get("Location")
+                        replayed = resp.headers.get("Idempotent-Replayed", "").lower() == "true"
+                        body = await resp.read()
+                except aiohttp.ClientError as exc:
+                    # aiohttp puts the full URL (webhook code included) in some of
+                    # its messages; our error chains to it, so scrub it first.
+                    exc.args = _redact(exc.args, self._secrets())
+                    raise
             except aiohttp.ConnectionTimeoutError as exc:
                 raise ConnectError("timed out connecting", method=call.method) from exc
             except aiohttp.ClientConnectorError as exc:
@@ -158,6 +166,10 @@ class AiohttpTransport:
             logger.warning("bitrix_results: portal moved from %s to %s", current, host)
             self._endpoint = self._endpoint.moved_to(origin, host)
 
+    def _secrets(self) -> tuple[str, ...]:
+        found = (self._endpoint.code, self._auth.body_token())
+        return tuple(secret for secret in found if secret)
+
     async def refresh_auth(self, error: ExpiredTokenError) -> None:
         await self._auth.refresh(self._get_session(), error)
 
@@ -166,3 +178,15 @@ class AiohttpTransport:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _redact(args: tuple[object, ...], secrets: tuple[str, ...]) -> tuple[object, ...]:
+    """Exception args with every secret replaced by ``***``."""
+
+    def scrub(value: object) -> object:
+        if isinstance(value, str):
+            for secret in secrets:
+                value = value.replace(secret, "***")
+        return value
+
+    return tuple(scrub(arg) for arg in args)

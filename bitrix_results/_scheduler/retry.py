@@ -1,0 +1,162 @@
+"""Retry safety, in one place: which failures may be sent again, and how long to wait.
+
+Every failure is one of three kinds (SPEC §2.4):
+
+- **safe**: the portal refused before executing (503 ``QUERY_LIMIT_EXCEEDED``,
+  429 ``OPERATION_TIME_LIMIT``, 401 ``expired_token``) or the request never
+  reached it (connect error). Always retried.
+- **ambiguous**: the request was sent and may have executed (timeout, the
+  connection dropped after sending, a 5xx, a non-JSON body with a 5xx status).
+  Retried only for reads and for REST 3.0 writes with an ``Idempotency-Key``
+  (the same call object, so the same key, and the portal replays, facts §4.1).
+  A write no key protects raises :class:`~bitrix_results.errors.OutcomeUnknownError`.
+- **fatal**: everything else (validation, permission, not found, idempotency
+  key errors, other auth errors, service blocked). Raised as is, never retried.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from dataclasses import dataclass
+
+from .._transport.types import Call, RetryClass
+from ..errors import (
+    ConnectError,
+    ConnectionLostError,
+    DecodeError,
+    ExpiredTokenError,
+    OperatingLimitError,
+    RateLimitError,
+    RequestTimeoutError,
+    ServerError,
+)
+
+__all__ = ["RetryPolicy", "Safety", "classify", "may_retry", "reason"]
+
+
+class Safety(enum.Enum):
+    """What a failure says about whether the call executed."""
+
+    #: Not executed: send it again.
+    SAFE = "safe"
+    #: May have executed: only idempotent calls may be sent again.
+    AMBIGUOUS = "ambiguous"
+    #: Sending it again cannot help.
+    FATAL = "fatal"
+
+
+def classify(exc: BaseException) -> Safety:
+    """The one table of retry safety (order matters: subclasses first)."""
+    if isinstance(exc, RateLimitError | OperatingLimitError | ExpiredTokenError | ConnectError):
+        return Safety.SAFE
+    if isinstance(exc, RequestTimeoutError | ConnectionLostError | ServerError):
+        return Safety.AMBIGUOUS
+    if isinstance(exc, DecodeError) and exc.status >= 500:
+        # An HTML error page from a proxy or the portal's front end: the call
+        # may have run behind it (facts §6, non-JSON bodies).
+        return Safety.AMBIGUOUS
+    return Safety.FATAL
+
+
+def may_retry(safety: Safety, retry: RetryClass) -> bool:
+    """Whether a failure of this safety may be retried for a call of this class."""
+    if safety is Safety.SAFE:
+        return True
+    if safety is Safety.AMBIGUOUS:
+        return retry is not RetryClass.UNKEYED_WRITE
+    return False
+
+
+def reason(exc: BaseException) -> str:
+    """The statistics key of a retry."""
+    if isinstance(exc, RateLimitError):
+        return "rate_limit"
+    if isinstance(exc, OperatingLimitError):
+        return "operating_limit"
+    if isinstance(exc, ExpiredTokenError):
+        return "expired_token"
+    if isinstance(exc, ConnectError):
+        return "connect"
+    if isinstance(exc, RequestTimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionLostError):
+        return "connection_lost"
+    if isinstance(exc, ServerError):
+        return "server_error"
+    if isinstance(exc, DecodeError):
+        return "decode_error"
+    return type(exc).__name__
+
+
+def needs_backoff(exc: BaseException) -> bool:
+    """Whether a retry should first sleep a backoff.
+
+    503 and 429 need none: the bucket (marked full) and the budget (held until
+    the reset) already pace the retry. An expired token is refreshed and
+    repeated at once. Connect errors and ambiguous failures back off: the
+    portal or the network is unwell and hammering it will not help.
+    """
+    return isinstance(exc, ConnectError) or classify(exc) is Safety.AMBIGUOUS
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how long one call is retried. Both are capped.
+
+    - ``max_attempts``: sends of one call, the first included. 10: enough to ride
+      out a second tenant's burst (each 503 is an attempt) and a flaky network,
+      few enough that a dead portal fails a call in minutes, not hours.
+    - ``max_elapsed``: seconds one call may spend *failing*, from its first
+      send, not counting time queued for the bucket, the budget or a concurrency
+      slot. Queueing is pacing, not failure: a call can wait a whole operating
+      window behind a 429 hold (facts §2.2, up to 10 minutes) or behind a
+      thousand other calls, and still be healthy. 300 s: five of the portal's
+      60 s request timeouts (facts §1), or a short network outage.
+    - ``base_delay`` / ``max_delay``: exponential backoff with full jitter for
+      connect errors and ambiguous failures: attempt *n* sleeps a uniform random
+      time in ``[0, min(max_delay, base_delay * 2**(n-1))]``. 0.5 s doubling to
+      30 s, like b24jssdk and b24api (peers §3a, §4); full jitter so many
+      callers that failed together do not retry together.
+    """
+
+    max_attempts: int = 10
+    max_elapsed: float = 300.0
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
+            raise TypeError(f"max_attempts: must be an int, got {self.max_attempts!r}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts: must be at least 1, got {self.max_attempts!r}")
+        for name in ("max_elapsed", "base_delay", "max_delay"):
+            value = getattr(self, name)
+            # `not value >= 0` also refuses NaN; infinity means "no cap".
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise ValueError(f"{name}: must be a non-negative number, got {value!r}")
+
+    def backoff_cap(self, failures: int) -> float:
+        """The longest sleep after the ``failures``-th backed-off failure (1-based)."""
+        if failures < 1:
+            return 0.0
+        # min() before the power would overflow: 2**1100 is a float error.
+        exponent = min(failures - 1, 64)
+        return min(self.max_delay, self.base_delay * 2.0**exponent)
+
+    def backoff(self, failures: int, rng: random.Random | None = None) -> float:
+        """A full-jitter sleep after the ``failures``-th backed-off failure."""
+        draw = (rng or _RNG).random()
+        return draw * self.backoff_cap(failures)
+
+
+_RNG = random.Random()
+
+
+def outcome_unknown_after(call: Call, ambiguous_seen: bool) -> bool:
+    """Whether giving up must raise OutcomeUnknownError rather than the last error.
+
+    A write that failed ambiguously at least once may have executed, whatever
+    the last attempt said; a read changes nothing.
+    """
+    return ambiguous_seen and call.retry is not RetryClass.READ

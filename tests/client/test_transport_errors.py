@@ -1,0 +1,108 @@
+"""Network failures become typed transport errors, retried only when safe (SPEC §2.4)."""
+
+from __future__ import annotations
+
+import types
+
+import aiohttp
+import pytest
+
+from bitrix_results import (
+    ConnectError,
+    ConnectionLostError,
+    OutcomeUnknownError,
+    RequestTimeoutError,
+    TransportError,
+)
+
+from ._portal import WEBHOOK, MockPortal, item, ok
+
+LIST = WEBHOOK.url("v3", "tasks.task.result.list")
+ADD = WEBHOOK.url("v3", "tasks.task.result.add")
+ADD_FROM_COMMENT = WEBHOOK.url("v2", "tasks.task.result.addFromComment")
+
+
+def refused() -> aiohttp.ClientConnectorError:
+    key = types.SimpleNamespace(host="portal.example", port=443, ssl=True)
+    return aiohttp.ClientConnectorError(key, OSError(111, "Connection refused"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("exception", "cls"),
+    [
+        pytest.param(refused(), ConnectError, id="connect-refused"),
+        pytest.param(
+            aiohttp.ConnectionTimeoutError("Connection timeout"), ConnectError, id="connect-timeout"
+        ),
+        pytest.param(TimeoutError(), RequestTimeoutError, id="read-timeout"),
+        pytest.param(
+            aiohttp.SocketTimeoutError("Timeout on reading"),
+            RequestTimeoutError,
+            id="socket-timeout",
+        ),
+        pytest.param(aiohttp.ServerDisconnectedError(), ConnectionLostError, id="disconnected"),
+        pytest.param(
+            aiohttp.ClientOSError(104, "Connection reset by peer"), ConnectionLostError, id="reset"
+        ),
+        pytest.param(
+            aiohttp.ClientPayloadError("Response payload is not completed"),
+            ConnectionLostError,
+            id="payload",
+        ),
+    ],
+)
+async def test_read_retried_then_raises_typed_error(
+    mock: MockPortal, exception: Exception, cls: type[TransportError]
+) -> None:
+    mock.post(LIST, exception=exception, repeat=True)
+
+    async with WEBHOOK.make() as client:
+        with pytest.raises(cls) as info:
+            await client.list(42)
+
+    assert info.value.method == "tasks.task.result.list"
+    assert isinstance(info.value.__cause__, type(exception))
+    # A read is safe to repeat: four attempts in these tests.
+    assert len(mock.sent_to(LIST)) == 4
+
+
+async def test_keyed_write_recovers_after_a_lost_answer(mock: MockPortal) -> None:
+    mock.post(ADD, exception=aiohttp.ServerDisconnectedError())
+    mock.post(ADD, payload=ok({"item": item(7)}), headers={"Idempotent-Replayed": "true"})
+
+    async with WEBHOOK.make() as client:
+        assert (await client.add(42, "Done")).id == 7
+
+    sent = mock.sent_to(ADD)
+    assert len(sent) == 2
+    assert sent[0].headers["Idempotency-Key"] == sent[1].headers["Idempotency-Key"]
+
+
+@pytest.mark.parametrize(
+    "exception",
+    [
+        pytest.param(TimeoutError(), id="timeout"),
+        pytest.param(aiohttp.ServerDisconnectedError(), id="disconnected"),
+    ],
+)
+async def test_unkeyed_write_is_not_resent(mock: MockPortal, exception: Exception) -> None:
+    # REST v2 has no Idempotency-Key: after a lost answer the call may have run.
+    mock.post(ADD_FROM_COMMENT, exception=exception, repeat=True)
+
+    async with WEBHOOK.make() as client:
+        with pytest.raises(OutcomeUnknownError) as info:
+            await client.add_from_comment(100)
+
+    assert isinstance(info.value.cause, RequestTimeoutError | ConnectionLostError)
+    assert len(mock.sent_to(ADD_FROM_COMMENT)) == 1
+
+
+async def test_unkeyed_write_is_resent_when_it_never_left(mock: MockPortal) -> None:
+    # A refused connection means nothing reached the portal: safe even for v2.
+    mock.post(ADD_FROM_COMMENT, exception=refused())
+    mock.post(ADD_FROM_COMMENT, payload=ok({"id": 3, "taskId": 42, "files": None}))
+
+    async with WEBHOOK.make() as client:
+        assert (await client.add_from_comment(100)).id == 3
+
+    assert len(mock.sent_to(ADD_FROM_COMMENT)) == 2
