@@ -61,9 +61,7 @@ class Journal:
         row = self._db.execute("SELECT value FROM meta WHERE name = 'job_id'").fetchone()
         if row is not None:
             if job_id is not None and job_id != row[0]:
-                raise ValueError(
-                    f"journal: {self.path} belongs to job {row[0]!r}, not {job_id!r}"
-                )
+                raise ValueError(f"journal: {self.path} belongs to job {row[0]!r}, not {job_id!r}")
             self.job_id: str = row[0]
         else:
             self.job_id = job_id or uuid.uuid4().hex

@@ -62,7 +62,7 @@ def new_result(value: object) -> NewResult:
     if isinstance(value, NewResult):
         item = value
     elif isinstance(value, tuple | list) and len(value) == 2:
-        item = NewResult(value[0], value[1])  # type: ignore[arg-type]
+        item = NewResult(value[0], value[1])
     else:
         raise InvalidInputError(
             "item", f"must be a NewResult or a (task_id, text) pair, got {type(value).__name__}"

@@ -45,12 +45,9 @@ from ._journal import Journal
 from ._transport import Call, RetryClass
 from ._transport.codec import decode_result, encode
 from .errors import (
-    AccessDeniedError,
     BitrixError,
     DecodeError,
     InvalidInputError,
-    InvalidRequestError,
-    NotFoundError,
     OutcomeUnknownError,
     PortalError,
     portal_error,
@@ -128,8 +125,16 @@ class BulkReport:
     failed: int
     elapsed: float
     mode: Literal["batch", "single"]
+    #: The client's scheduler at the end of the job (its counters span the client's life).
     statistics: SchedulerStatistics
     job_id: str
+    #: This job's share of the counters: HTTP requests sent (retries included), 503
+    #: and 429 answers seen, retries by reason, seconds spent waiting for the limits.
+    requests: int = 0
+    rate_limit_hits: int = 0
+    operating_limit_hits: int = 0
+    retries: dict[str, int] = field(default_factory=dict)
+    wait_seconds: float = 0.0
 
     def failures_by_reason(self) -> dict[str, int]:
         """Failed items counted by error class name (``InvalidInputError``, ...)."""
@@ -340,11 +345,8 @@ class _Job:
             if exc.field == "item":
                 self.fatal = TypeError(f"items[{index}]: {exc.message}")
                 return None
-            if isinstance(raw, NewResult):
-                item = raw
-            else:
-                task_id, text = raw  # type: ignore[misc]
-                item = NewResult(task_id, text)
+            # A NewResult or a pair of the wrong types: keep it as given.
+            item = raw if isinstance(raw, NewResult) else NewResult(*raw)  # type: ignore[misc]
             return Outcome(index, item, "failed", error=exc)
         if item.key is not None:
             key = "br-k-" + hashlib.sha256(item.key.encode()).hexdigest()[:40]
@@ -406,7 +408,9 @@ class _Job:
 
     def progress(self) -> Progress:
         done = self.created + self.failed
-        return Progress(done, self.created, self.failed, self.total, time.monotonic() - self.started)
+        return Progress(
+            done, self.created, self.failed, self.total, time.monotonic() - self.started
+        )
 
     # -- settling ------------------------------------------------------------------
 
@@ -492,7 +496,10 @@ class _Job:
                 rows = [(e.index, e.item.task_id, e.digest) for e in entries]
                 self.journal.mark_pending(rows, batched=True, watermark=mark)
             commands = [
-                {"method": ADD, "query": {"fields": {"taskId": e.item.task_id, "text": e.item.text}}}
+                {
+                    "method": ADD,
+                    "query": {"fields": {"taskId": e.item.task_id, "text": e.item.text}},
+                }
                 for e in entries
             ]
             call = Call(
@@ -641,6 +648,7 @@ async def bulk_add(
     journal finishes the rest and creates nothing twice.
     """
     started = time.monotonic()
+    before = client.statistics()
     total = _size(items)
     job = _Job(
         client,
@@ -659,14 +667,26 @@ async def bulk_add(
             async for outcome in out_recv:
                 slots[outcome.index] = outcome
     outcomes = [slots[i] for i in sorted(slots)]
+    after = client.statistics()
+    retries = {
+        reason: count - before.retries.get(reason, 0)
+        for reason, count in after.retries.items()
+        if count > before.retries.get(reason, 0)
+    }
     return BulkReport(
         outcomes=outcomes,
         created=job.created,
         failed=job.failed,
         elapsed=time.monotonic() - started,
         mode="batch" if batch else "single",
-        statistics=client.statistics(),
+        statistics=after,
         job_id=job.job_id,
+        requests=after.requests_sent - before.requests_sent,
+        rate_limit_hits=after.rate_limit_hits - before.rate_limit_hits,
+        operating_limit_hits=after.operating_limit_hits - before.operating_limit_hits,
+        retries=retries,
+        wait_seconds=(after.bucket_wait_seconds + after.budget_wait_seconds)
+        - (before.bucket_wait_seconds + before.budget_wait_seconds),
     )
 
 
@@ -712,7 +732,9 @@ async def results_of_many(
             if group:
                 await groups_send.send(group)
 
-    async def work(groups: MemoryObjectReceiveStream[list[int]], out: MemoryObjectSendStream[TaskResults]) -> None:
+    async def work(
+        groups: MemoryObjectReceiveStream[list[int]], out: MemoryObjectSendStream[TaskResults]
+    ) -> None:
         read = _read_v3 if api == "v3" else _read_v2
         async with groups, out:
             async for group in groups:
@@ -729,7 +751,9 @@ async def results_of_many(
                 yield done
 
 
-async def _read_one(client: ResultsClient, task_id: int, api: Api, *, after: int = 0) -> TaskResults:
+async def _read_one(
+    client: ResultsClient, task_id: int, api: Api, *, after: int = 0
+) -> TaskResults:
     try:
         if api == "v2":
             return TaskResults(task_id, await client.list_legacy(task_id))
@@ -767,7 +791,7 @@ async def _read_v3(client: ResultsClient, group: list[int], *, after: int = 0) -
             for task_id in open_tasks:
                 single = await _read_one(client, task_id, "v3", after=after_ids[task_id])
                 if single.error is None:
-                    single = TaskResults(task_id, [*collected[task_id], *single.results])  # type: ignore[list-item]
+                    single = TaskResults(task_id, [*collected[task_id], *single.results])
                 done.append(single)
             return done
         still_open: list[int] = []
@@ -811,4 +835,3 @@ async def _read_v2(client: ResultsClient, group: list[int]) -> list[TaskResults]
         else:
             done.append(await _read_one(client, task_id, "v2"))
     return done
-

@@ -14,7 +14,7 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -115,7 +115,6 @@ def _bound(report: BulkReport, limits: Limits) -> float:
 
 
 def _summary(report: BulkReport, limits: Limits, unreadable: int, title: str) -> Table:
-    stats = report.statistics
     bound = _bound(report, limits)
     table = Table(title=title, show_header=False)
     table.add_column(style="bold")
@@ -128,7 +127,11 @@ def _summary(report: BulkReport, limits: Limits, unreadable: int, title: str) ->
     table.add_row(
         "failed",
         str(report.failed + unreadable)
-        + ("" if not failures else "  (" + ", ".join(f"{k}: {v}" for k, v in failures.items()) + ")"),
+        + (
+            ""
+            if not failures
+            else "  (" + ", ".join(f"{k}: {v}" for k, v in failures.items()) + ")"
+        ),
     )
     table.add_row("elapsed", f"{report.elapsed:.2f} s")
     table.add_row("rate", f"{report.rate:.1f} items/s")
@@ -136,9 +139,12 @@ def _summary(report: BulkReport, limits: Limits, unreadable: int, title: str) ->
         table.add_row("bound", f"{bound:.2f} s  (ratio {report.elapsed / bound:.3f})")
     else:
         table.add_row("bound", "0 s: the whole import fits in the request burst")
-    table.add_row("requests", str(stats.requests_sent))
-    table.add_row("503 / 429 seen", f"{stats.rate_limit_hits} / {stats.operating_limit_hits}")
-    table.add_row("retries", str(stats.retries_total))
+    table.add_row("requests", str(report.requests))
+    table.add_row("503 / 429 seen", f"{report.rate_limit_hits} / {report.operating_limit_hits}")
+    retries = ", ".join(f"{k}: {v}" for k, v in report.retries.items())
+    table.add_row(
+        "retries", f"{sum(report.retries.values())}" + (f"  ({retries})" if retries else "")
+    )
     return table
 
 
@@ -175,7 +181,9 @@ async def _import(
     return report
 
 
-def _write_failures(path: Path, outcomes: Sequence[Outcome], unreadable: list[tuple[int, str]]) -> None:
+def _write_failures(
+    path: Path, outcomes: Sequence[Outcome], unreadable: list[tuple[int, str]]
+) -> None:
     """Failed items as JSONL the user can fix and import again."""
     with path.open("w", encoding="utf-8") as fh:
         for o in outcomes:
@@ -222,7 +230,7 @@ async def _cmd_list(args: argparse.Namespace) -> int:
 
 async def _cmd_import(args: argparse.Namespace) -> int:
     path = Path(args.file)
-    if not path.is_file():
+    if not await anyio.Path(path).is_file():
         raise InvalidInputError("file", f"no such file: {path}")
     rows = _Rows(path)
     failures = Path(args.failures) if args.failures else path.with_suffix(".failed.jsonl")
@@ -246,14 +254,22 @@ async def _cmd_import(args: argparse.Namespace) -> int:
 
 
 async def _cmd_export(args: argparse.Namespace) -> int:
-    ids = [int(t) for t in args.tasks.split(",") if t.strip()] if args.tasks else []
+    words = args.tasks.replace(",", " ").split() if args.tasks else []
     if args.tasks_file:
-        ids += [int(line) for line in Path(args.tasks_file).read_text().split() if line]
-    if not ids:
+        words += (await anyio.Path(args.tasks_file).read_text()).split()
+    if not words:
         raise InvalidInputError("tasks", "give --tasks 1,2,3 or --tasks-file")
+    if not all(w.isdigit() and int(w) > 0 for w in words):
+        raise InvalidInputError("tasks", "task ids must be positive integers")
+    ids = [int(w) for w in words]
     out: IO[str]
     with contextlib.ExitStack() as stack:
-        out = stack.enter_context(open(args.output, "w", newline="", encoding="utf-8")) if args.output else sys.stdout
+        out = (
+            # Written line by line like stdout: a CLI's output stream.
+            stack.enter_context(open(args.output, "w", newline="", encoding="utf-8"))  # noqa: ASYNC230
+            if args.output
+            else sys.stdout
+        )
         writer = csv.writer(out) if args.format == "csv" else None
         if writer is not None:
             writer.writerow(["task_id", "id", "status", "author_id", "created_at", "text"])
@@ -268,9 +284,14 @@ async def _cmd_export(args: argparse.Namespace) -> int:
                     record = msgspec.to_builtins(r)
                     if writer is not None:
                         writer.writerow(
-                            [done.task_id, record.get("id"), record.get("status"),
-                             record.get("authorId", record.get("createdBy")),
-                             record.get("createdAt"), record.get("text")]
+                            [
+                                done.task_id,
+                                record.get("id"),
+                                record.get("status"),
+                                record.get("authorId", record.get("createdBy")),
+                                record.get("createdAt"),
+                                record.get("text"),
+                            ]
                         )
                     else:
                         out.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -280,7 +301,9 @@ async def _cmd_export(args: argparse.Namespace) -> int:
 async def _cmd_demo(args: argparse.Namespace) -> int:
     from .testing import FakePortal, PortalConfig, serve_portal
 
-    limits = (Limits.enterprise() if args.plan == "enterprise" else Limits.standard()).scaled(args.scale)
+    limits = (Limits.enterprise() if args.plan == "enterprise" else Limits.standard()).scaled(
+        args.scale
+    )
     config = PortalConfig(plan=args.plan, scale=args.scale)
     _out.print(
         f"[bold]bitrix-results demo[/]: a fake {args.plan} portal on 127.0.0.1, every limit "
@@ -295,16 +318,22 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
             await client.delete(first.id)
             _out.print(f"add/update/list/delete on task 1: ok ({len(listed)} listed)")
             with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "results.jsonl"
-                with path.open("w") as fh:
-                    for i in range(args.items):
-                        fh.write(json.dumps({"task_id": 1 + i % 200, "text": f"Result #{i}"}) + "\n")
                 for batch in (False, True):
                     label = "batches of 50" if batch else "one request per result"
+                    path = Path(tmp) / f"results-{'batch' if batch else 'single'}.jsonl"
+                    with path.open("w") as fh:
+                        for i in range(args.items):
+                            row = {"task_id": 1 + i % 200, "text": f"Result #{i} ({label})"}
+                            fh.write(json.dumps(row) + "\n")
                     rows = _Rows(path)
                     report = await _import(
-                        client, rows, batch=batch, journal=None, concurrency=None,
-                        failures=None, show_progress=not args.quiet,
+                        client,
+                        rows,
+                        batch=batch,
+                        journal=None,
+                        concurrency=None,
+                        failures=None,
+                        show_progress=not args.quiet,
                     )
                     _out.print(_summary(report, limits, 0, f"{args.items} results, {label}"))
         stats = running.portal.stats()
@@ -391,5 +420,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err.print("interrupted")
         return 130
     return code
-
-

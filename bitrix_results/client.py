@@ -8,6 +8,7 @@ scheduler's and the transport's job.
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
@@ -214,7 +215,9 @@ class ResultsClient:
 
     def _page_query(self, task_id: int, after_id: int) -> dict[str, object]:
         """The body of one keyset page of a task's results (iter_results, bulk reads)."""
-        return _keyset_page(_list_params(task_id, status=None, author_id=None), after_id, self.page_size)
+        return _keyset_page(
+            _list_params(task_id, status=None, author_id=None), after_id, self.page_size
+        )
 
     async def _item(
         self, method: str, params: Mapping[str, object], key: str | None = None
@@ -224,13 +227,18 @@ class ResultsClient:
 
     # -- REST 3.0 ------------------------------------------------------------------
 
-    async def add(self, task_id: int, text: str, *, idempotency_key: str | None = None) -> TaskResult:
+    async def add(
+        self, task_id: int, text: str, *, idempotency_key: str | None = None
+    ) -> TaskResult:
         """Add a result to a task (``tasks.task.result.add``, facts §5.2).
 
         Safe to retry: the call carries an Idempotency-Key (a fresh one unless you
         give your own), so a retry after a lost answer is replayed, not repeated.
         """
-        fields = {"taskId": check.positive_int("task_id", task_id), "text": check.text("text", text)}
+        fields = {
+            "taskId": check.positive_int("task_id", task_id),
+            "text": check.text("text", text),
+        }
         if idempotency_key is not None:
             check.key("idempotency_key", idempotency_key)
         return await self._item(ADD, {"fields": fields}, idempotency_key)
@@ -262,7 +270,7 @@ class ResultsClient:
         order: Mapping[str, Literal["ASC", "DESC"]] | None = None,
         limit: int | None = None,
         offset: int | None = None,
-    ) -> list[TaskResult]:
+    ) -> builtins.list[TaskResult]:
         """One page of a task's results (``tasks.task.result.list`` v3, §5.6)."""
         params = _list_params(task_id, status=status, author_id=author_id)
         if order is not None:
@@ -281,7 +289,7 @@ class ResultsClient:
             params["pagination"] = pagination
         return await self._list_page(params)
 
-    async def _list_page(self, params: Mapping[str, object]) -> list[TaskResult]:
+    async def _list_page(self, params: Mapping[str, object]) -> builtins.list[TaskResult]:
         raw = await self._run(LIST, params, retry=RetryClass.READ)
         return decode_result(raw, ItemsBody, method=LIST).items
 
@@ -316,7 +324,7 @@ class ResultsClient:
                 return
             last = max(result.id for result in fresh)
 
-    def _more_pages(self, page: list[TaskResult], page_size: int) -> bool:
+    def _more_pages(self, page: builtins.list[TaskResult], page_size: int) -> bool:
         """Whether a keyset walk should ask for another page after ``page``."""
         size = len(page)
         self._largest_page = max(self._largest_page, size)
@@ -327,17 +335,20 @@ class ResultsClient:
 
         The portal returns no message id for it (facts §5.9), so nothing is returned.
         """
-        fields = {"taskId": check.positive_int("task_id", task_id), "text": check.text("text", text)}
+        fields = {
+            "taskId": check.positive_int("task_id", task_id),
+            "text": check.text("text", text),
+        }
         raw = await self._run(CHAT_SEND, {"fields": fields}, retry=RetryClass.KEYED_WRITE)
         decode_result(raw, BoolBody, method=CHAT_SEND)
 
     # -- REST v2 -------------------------------------------------------------------
 
-    async def list_legacy(self, task_id: int) -> list[LegacyTaskResult]:
+    async def list_legacy(self, task_id: int) -> builtins.list[LegacyTaskResult]:
         """A task's results through REST v2 ``tasks.task.result.list`` (§5.6, v2 shape)."""
         params = {"taskId": check.positive_int("task_id", task_id)}
         raw = await self._run(LIST, params, api="v2", retry=RetryClass.READ)
-        return decode_result(raw, list[LegacyTaskResult], method=LIST, strict=False)
+        return decode_result(raw, builtins.list[LegacyTaskResult], method=LIST, strict=False)
 
     async def add_from_comment(self, comment_id: int) -> LegacyTaskResult:
         """Pin a task comment as a result (REST v2 ``addFromComment``, §5.7).
@@ -450,10 +461,10 @@ class ResultsClient:
         return results_of_many(self, task_ids, api=api, concurrency=concurrency)
 
 
-def _list_params(
-    task_id: int, *, status: str | None, author_id: int | None
-) -> dict[str, object]:
-    conditions: list[list[object]] = [["taskId", "=", check.positive_int("task_id", task_id)]]
+def _list_params(task_id: int, *, status: str | None, author_id: int | None) -> dict[str, object]:
+    conditions: builtins.list[builtins.list[object]] = [
+        ["taskId", "=", check.positive_int("task_id", task_id)]
+    ]
     if status is not None:
         conditions.append(["status", "=", check.choice("status", status, _STATUSES)])
     if author_id is not None:

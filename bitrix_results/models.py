@@ -30,14 +30,14 @@ class _Wire(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     """Base of REST 3.0 shapes: camelCase on the wire, immutable in Python."""
 
 
-class ResultRights(_Wire):
+class ResultRights(_Wire, frozen=True, kw_only=True):
     """What the calling user may do with a result (§5.1 ``rights``)."""
 
     edit: bool = False
     remove: bool = False
 
 
-class TaskResult(_Wire):
+class TaskResult(_Wire, frozen=True, kw_only=True):
     """A task result as REST 3.0 returns it (§5.1 "v3 item")."""
 
     id: int
@@ -54,7 +54,7 @@ class TaskResult(_Wire):
     message_id: int | None = None
 
 
-class LegacyTaskResult(_Wire):
+class LegacyTaskResult(_Wire, frozen=True, kw_only=True):
     """A task result as the older REST v2 methods return it (§5.1 "v2 item").
 
     ``status`` is numeric here (0 open, 1 closed) and ``files`` is null in the

@@ -15,6 +15,7 @@ would refuse to start.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from types import TracebackType
@@ -128,7 +129,7 @@ class ResultsClient:
         order: Mapping[str, Literal["ASC", "DESC"]] | None = None,
         limit: int | None = None,
         offset: int | None = None,
-    ) -> list[TaskResult]:
+    ) -> builtins.list[TaskResult]:
         return self._run(
             self._client.list,
             task_id,
@@ -154,7 +155,7 @@ class ResultsClient:
             )
         )
 
-    def list_legacy(self, task_id: int) -> list[LegacyTaskResult]:
+    def list_legacy(self, task_id: int) -> builtins.list[LegacyTaskResult]:
         return self._run(self._client.list_legacy, task_id)
 
     def add_from_comment(self, comment_id: int) -> LegacyTaskResult:

@@ -14,11 +14,12 @@ decides whether a call may be sent now (and registers it in flight),
 :func:`settle` learns from its outcome. Times are wall-clock Unix seconds from
 the scheduler's clock; ``reset_at`` is converted to that clock.
 
-The rule for admission, per key, with ``c`` the learned cost of one unit made
-pessimistic by half: send while ``total + (in_flight + units) * 1.5 c <= L``. That keeps
-our *own* total at or under ``L`` after every call, a margin of about one call
-(not a fraction of the limit), so the call after a basket expires is always
-admitted by the portal. When nothing is in flight and there is no room, the key
+The rule for admission, per key, with ``c`` the learned mean cost of one unit:
+send while ``total + (in_flight + units) * 1.5 c <= L``. That keeps our *own*
+total at or under ``L`` after every call, whatever the in-flight calls really
+cost, with a margin of about one and a half calls at the end of a window (not a
+fraction of the limit), so the call after a basket expires is always admitted
+by the portal. When nothing is in flight and there is no room, the key
 is *held* until the known reset (or one basket, ``W / 10``, when unknown), then
 exactly one *probe* call goes to learn the new total.
 """

@@ -122,7 +122,8 @@ class RedisBackend:
 
     ``redis``: a ``redis.asyncio.Redis`` client (``decode_responses`` either way).
     ``prefix``: namespace of the keys (``{prefix}:bucket:{portal}``,
-    ``{prefix}:budget:{credential}:{method}``).
+    ``{prefix}:budget:{{credential}}:{method}``). Needs Redis 5 or newer (a
+    script that reads ``TIME`` and then writes).
     ``server_time``: drain the bucket by the Redis server's clock (the default:
     one clock for all hosts); False uses the scheduler's clock (tests with
     virtual time).
@@ -238,7 +239,9 @@ class RedisBackend:
 
     def _budget_key(self, key: BudgetKey) -> str:
         credential, method = key
-        return f"{self._prefix}:budget:{credential}:{method}"
+        # The braces are a Redis Cluster hash tag: one credential's keys share a
+        # slot, so a batch's transaction over several of them stays legal.
+        return f"{self._prefix}:budget:{{{credential}}}:{method}"
 
     async def _transact(
         self,

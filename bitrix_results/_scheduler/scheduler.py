@@ -2,17 +2,16 @@
 
 One logical call, start to finish::
 
-    budget admission ─► concurrency slot ─► bucket slot ─► transport.send ─► learn
-          ▲                                                      │
-          └──────────── retry (safe, or ambiguous + idempotent) ◄┘
+    slot + budget admission ─► bucket slot ─► transport.send ─► learn from reply
+          ▲                                                         │
+          └────────── retry (safe, or ambiguous + idempotent) ◄─────┘
 
-- **Budget**: wait until every operating-budget key of the call
-  (``call.budget_keys()``, per credential) has room (``budget.py``). A held key
-  holds only the calls that use it.
-- **Concurrency**: at most ``concurrency`` calls between admission and reply
-  (an anyio ``CapacityLimiter``). The budget is admitted *while holding* a slot,
-  so calls admitted but not yet sent are bounded; a refused call gives its slot
-  back while it waits.
+- **Concurrency + budget**: take one of ``concurrency`` slots (an anyio
+  ``CapacityLimiter``), then ask the budget to admit the call on every
+  operating-budget key (``call.budget_keys()``, per credential; ``budget.py``).
+  Refused, the call gives its slot back while it waits, so a held key holds
+  only the calls that use it; admitted, it keeps the slot, so calls admitted
+  but not yet answered are bounded by ``concurrency``.
 - **Bucket**: reserve one request in the portal's leaky bucket right before
   sending, never after (a batch is one request, facts §1).
 - **Learn**: the reply's ``time`` updates the budget; 503 marks the bucket

@@ -7,15 +7,53 @@ from typing import Any, TypeVar
 import msgspec
 
 from ..errors import DecodeError, PortalError, portal_error
-from ..models import Envelope
+from ..models import Envelope, ResponseTime
 from .types import Reply
 
-__all__ = ["decode_result", "decode_reply", "encode", "error_from_body"]
+__all__ = ["decode_reply", "decode_result", "encode", "error_from_body"]
 
 T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder()
 _envelope = msgspec.json.Decoder(Envelope)
+
+
+class _V2BatchTimes(msgspec.Struct):
+    # Empty collections come as [] in v2 batch answers (facts §3.1).
+    result_time: dict[str, ResponseTime] | list[ResponseTime] = msgspec.field(default_factory=dict)
+
+
+_v2_batch_times = msgspec.json.Decoder(_V2BatchTimes)
+
+
+def _batch_time(result: msgspec.Raw, envelope_time: ResponseTime | None) -> ResponseTime | None:
+    """The ``time`` to learn from for a REST v2 batch.
+
+    When the portal bills the nested methods, the envelope's ``operating`` can be
+    0 while each command's ``result_time`` carries the real running total
+    (peers §0); take the largest. A REST 3.0 batch answers with a list and has
+    only the envelope's time.
+    """
+    try:
+        times = _v2_batch_times.decode(result).result_time
+    except msgspec.DecodeError:
+        return envelope_time
+    commands = list(times.values()) if isinstance(times, dict) else times
+    candidates = [
+        t for t in (envelope_time, *commands) if t is not None and t.operating is not None
+    ]
+    if not candidates:
+        return envelope_time
+    busiest = max(candidates, key=lambda t: t.operating or 0.0)
+    if envelope_time is None:
+        return busiest
+    return msgspec.structs.replace(
+        envelope_time,
+        operating=busiest.operating,
+        operating_reset_at=busiest.operating_reset_at,
+    )
+
+
 # Decoders for ``result`` are built once per target type and reused (msgspec docs:
 # a Decoder caches its type's validation plan).
 _decoders: dict[object, msgspec.json.Decoder[Any]] = {}
@@ -68,7 +106,12 @@ def decode_reply(body: bytes, *, status: int, method: str, replayed: bool = Fals
     try:
         envelope = _envelope.decode(body)
     except msgspec.DecodeError as exc:
-        raise DecodeError("the body is not a JSON API response", method=method, status=status) from exc
+        raise DecodeError(
+            "the body is not a JSON API response", method=method, status=status
+        ) from exc
     if envelope.error is not None or status >= 400:
         raise error_from_body(envelope, status, method)
-    return Reply(status=status, result=envelope.result, time=envelope.time, replayed=replayed)
+    time = envelope.time
+    if method == "batch" and bytes(envelope.result)[:1] == b"{":
+        time = _batch_time(envelope.result, time)
+    return Reply(status=status, result=envelope.result, time=time, replayed=replayed)

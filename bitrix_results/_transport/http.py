@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable
 from urllib.parse import urlsplit
@@ -118,7 +117,7 @@ class AiohttpTransport:
                 raise ConnectError("timed out connecting", method=call.method) from exc
             except aiohttp.ClientConnectorError as exc:
                 raise ConnectError("could not connect to the portal", method=call.method) from exc
-            except (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
                 raise RequestTimeoutError("no answer in time", method=call.method) from exc
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
                 raise ConnectionLostError("connection lost", method=call.method) from exc
@@ -151,7 +150,9 @@ class AiohttpTransport:
         try:
             origin, host = check_origin("Location", location)
         except ValueError as exc:
-            raise RedirectRefusedError("redirect to an insecure URL refused", method=method) from exc
+            raise RedirectRefusedError(
+                "redirect to an insecure URL refused", method=method
+            ) from exc
         current = self._endpoint.host
         if not (
             same_portal_family(current, host)

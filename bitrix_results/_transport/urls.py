@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from ..errors import InvalidInputError
 from .types import Api
 
-__all__ = ["Endpoint", "is_loopback", "parse_webhook", "parse_portal", "same_portal_family"]
+__all__ = ["Endpoint", "is_loopback", "parse_portal", "parse_webhook", "same_portal_family"]
 
 _WEBHOOK_PATH = re.compile(r"^/rest/(?P<user>[1-9][0-9]*)/(?P<code>[A-Za-z0-9_-]+)/?$")
 # A REST method name: dotted words (``tasks.task.result.add``), also ``batch``.
@@ -87,7 +87,9 @@ def parse_webhook(url: str) -> Endpoint:
 def parse_portal(portal: str) -> Endpoint:
     """An OAuth portal address: ``https://portal.bitrix24.com`` or a bare host name."""
     if not isinstance(portal, str) or not portal.strip():
-        raise InvalidInputError("portal", "must be the portal's address, e.g. https://x.bitrix24.com")
+        raise InvalidInputError(
+            "portal", "must be the portal's address, e.g. https://x.bitrix24.com"
+        )
     if "://" not in portal:
         portal = "https://" + portal
     origin, host = _origin("portal", portal)

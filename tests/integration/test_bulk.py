@@ -26,8 +26,6 @@ N = 2000
 FAST = {"scale": 100, "drain_per_second": 20.0}
 
 
-
-
 def _faults(fault: str, batch: bool) -> dict[str, object]:
     """Portal options for a fault. Batch mode sends ~41 requests for 2000 items, so
     it gets a higher probability to see several faults per run."""
@@ -79,7 +77,10 @@ CASES = [(fault, True, rollback) for fault in FAULTS for rollback in (True, Fals
 @pytest.mark.parametrize(
     ("fault", "batch", "rollback"),
     CASES,
-    ids=[f"{f}-{'batch' if b else 'single'}{'-rollback' if b and r else '-keep' if b else ''}" for f, b, r in CASES],
+    ids=[
+        f"{f}-{'batch' if b else 'single'}{'-rollback' if b and r else '-keep' if b else ''}"
+        for f, b, r in CASES
+    ],
 )
 async def test_every_item_exactly_once_under_faults(make_fake_portal, fault, batch, rollback):
     running = make_fake_portal(**FAST, **_faults(fault, batch), batch_rollback=rollback, seed=7)
@@ -127,7 +128,8 @@ async def test_bad_items_fail_alone(make_fake_portal, batch, rollback):
     created = running.portal.ledger.created
     assert len(created) == 300
     assert running.portal.ledger.duplicates() == 0
-    assert report.created == 300 and report.failed == len(bad)
+    assert report.created == 300
+    assert report.failed == len(bad)
     assert report.failures_by_reason()["InvalidInputError"] == 4
 
 
@@ -139,10 +141,12 @@ async def test_stream_yields_every_outcome_once(make_fake_portal):
             yield (1 + i % 5, f"streamed {i}")
 
     seen = []
-    async with client_for(running) as client:
-        async with contextlib.aclosing(client.bulk_add_stream(source())) as stream:
-            async for outcome in stream:
-                seen.append(outcome.index)
+    async with (
+        client_for(running) as client,
+        contextlib.aclosing(client.bulk_add_stream(source())) as stream,
+    ):
+        async for outcome in stream:
+            seen.append(outcome.index)
     assert sorted(seen) == list(range(500))
     assert running.portal.stats().results_created == 500
 
@@ -158,6 +162,8 @@ async def test_results_of_many_reads_every_task(make_fake_portal):
     assert isinstance(got[9001].error, AccessDeniedError)
     for task in range(1, 121):
         assert got[task].error is None
-        assert [r.text for r in got[task].results] == [f"t{task} #{i}" for i in range(task % 7 * 20)]
+        assert [r.text for r in got[task].results] == [
+            f"t{task} #{i}" for i in range(task % 7 * 20)
+        ]
     for task in range(1, 11):
         assert len(legacy[task].results) == task % 7 * 20

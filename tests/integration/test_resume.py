@@ -13,14 +13,14 @@ import pytest
 
 from bitrix_results import NewResult
 
-from .conftest import assert_exactly_once
-
 pytestmark = pytest.mark.slow
 
 IMPORTER = Path(__file__).with_name("_importer.py")
 
 
-def _start(running, journal: Path, n: int, batch: bool, *, out=subprocess.PIPE) -> subprocess.Popen[str]:
+def _start(
+    running, journal: Path, n: int, batch: bool, *, out=subprocess.PIPE
+) -> subprocess.Popen[str]:
     cfg = running.portal.config
     return subprocess.Popen(
         [

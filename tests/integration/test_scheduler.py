@@ -69,7 +69,8 @@ async def test_operating_budget_binds_without_a_single_429(make_fake_portal):
 
 async def test_v2_write_with_lost_answer_is_not_resent(make_fake_portal):
     running = make_fake_portal(
-        scale=400, faults=Faults(drop_after=1.0, methods=frozenset({"tasks.task.result.addfromcomment"}))
+        scale=400,
+        faults=Faults(drop_after=1.0, methods=frozenset({"tasks.task.result.addfromcomment"})),
     )
     comment = running.portal.add_comment(3, author_id=1)
     async with client_for(running) as client:
@@ -98,7 +99,8 @@ async def test_oauth_expiry_refreshes_once_and_repeats_the_calls(make_fake_porta
         results = await asyncio.gather(*(client.add(2, f"after {i}") for i in range(20)))
     assert len(results) == 20
     assert running.portal.stats().refreshes == 1
-    assert len(seen) == 1 and seen[0].refresh_token != refresh
+    assert len(seen) == 1
+    assert seen[0].refresh_token != refresh
     assert running.portal.stats().results_created == 21
 
 

@@ -273,6 +273,26 @@ def test_statistics_come_from_the_last_state_seen() -> None:
     assert stats.budgets[("cred-1", ADD)].operating == 3.0
 
 
+def test_works_with_decoded_responses_and_names_its_keys() -> None:
+    async def main() -> list[str]:
+        client = fakeredis.FakeAsyncRedis(decode_responses=True)
+        try:
+            s = Scheduler(
+                STANDARD,
+                backend=RedisBackend(client, prefix="app", server_time=False),
+                clock=VirtualClock(),
+            )
+            transport = FakeTransport(script(ok(1.0, DEFAULT_EPOCH + 600.5)))
+            for _ in range(3):
+                await s.execute(make_call(), transport)
+            assert s.statistics().budgets[("cred-1", ADD)].operating == 1.0
+            return sorted(await client.keys("app:*"))
+        finally:
+            await client.aclose()
+
+    assert run(main()) == ["app:bucket:portal.example", f"app:budget:{{cred-1}}:{ADD}"]
+
+
 def test_backend_validates_its_arguments() -> None:
     client = fakeredis.FakeAsyncRedis()
     with pytest.raises(ValueError, match="prefix"):
