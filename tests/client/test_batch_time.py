@@ -15,7 +15,11 @@ def _body(envelope_operating: float, commands: dict[str, float]) -> bytes:
     return msgspec.json.encode(
         {
             "result": {"result": {}, "result_error": [], "result_time": result_time},
-            "time": {"start": 1.0, "operating": envelope_operating, "operating_reset_at": 1700000000},
+            "time": {
+                "start": 1.0,
+                "operating": envelope_operating,
+                "operating_reset_at": 1700000000,
+            },
         }
     )
 
