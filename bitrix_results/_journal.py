@@ -106,6 +106,12 @@ class Journal:
                 "DELETE FROM items WHERE idx = ? AND status = 'pending'", [(i,) for i in indexes]
             )
 
+    def max_result_id(self) -> int:
+        """The largest result id this job created: a watermark for a resumed run."""
+        row = self._db.execute("SELECT MAX(result_id) FROM items WHERE status = 'created'")
+        value = row.fetchone()[0]
+        return int(value) if value is not None else 0
+
     def claimed_ids(self, task_id: int, above: int) -> set[int]:
         """Result ids this job already owns on a task, above a watermark."""
         rows = self._db.execute(

@@ -27,14 +27,26 @@ How "nothing lost, nothing doubled" holds (SPEC §2.3, §2.4):
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import hashlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+)
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import anyio
 import msgspec
@@ -46,6 +58,7 @@ from ._transport import Call, RetryClass
 from ._transport.codec import decode_result, encode
 from .errors import (
     BitrixError,
+    BulkAbortedError,
     DecodeError,
     InvalidInputError,
     OutcomeUnknownError,
@@ -114,6 +127,7 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], Awaitable[None] | None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +187,10 @@ class _Unit:
     done: anyio.Event = field(default_factory=anyio.Event)
 
 
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+def _digest(item: NewResult) -> str:
+    """The journal's fingerprint of an item: a resumed run must feed the same items."""
+    raw = f"{item.task_id}\x00{item.key or ''}\x00{item.text}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
 async def _aiter(items: Iterable[object] | AsyncIterable[object]) -> AsyncIterator[object]:
@@ -256,7 +272,7 @@ class _Job:
         self.failed = 0
         # The largest result id seen in an answer: every result created later has a
         # larger id, which is what lets a reconciliation ignore older results.
-        self.watermark = 0
+        self.watermark = self.journal.max_result_id() if self.journal is not None else 0
         self.claimed: set[int] = set()
         self.unit_watermarks: Counter[int] = Counter()
         self.gate = _TaskGate()
@@ -268,13 +284,23 @@ class _Job:
     async def run(
         self, items: Iterable[object] | AsyncIterable[object], out: MemoryObjectSendStream[Outcome]
     ) -> None:
+        """Feed ``items`` to the workers and send every outcome to ``out``.
+
+        A programmer error (an input that is not an item, a journal of another
+        input, an exception in ``on_progress``) stops the feeding; the work in
+        flight still settles and is reported, then the error is raised.
+        """
         units_send, units_recv = anyio.create_memory_object_stream[_Unit](self.concurrency)
         try:
-            async with out, anyio.create_task_group() as tg:
-                with units_recv:
+            # The workers share one receiving end and ``out``; their owner closes
+            # them, so a worker cancelled before it ever ran leaves nothing open.
+            with units_recv:
+                async with out, anyio.create_task_group() as tg:
                     for _ in range(self.concurrency):
-                        tg.start_soon(self._worker, units_recv.clone(), out.clone())
-                await self._feed(items, units_send, out)
+                        tg.start_soon(self._worker, units_recv, out)
+                    await self._feed(items, units_send, out)
+        except BaseExceptionGroup as group:
+            raise _unwrap(group) from None
         finally:
             if self.journal is not None:
                 self.journal.close()
@@ -293,6 +319,8 @@ class _Job:
             resumed: _Unit | None = None
             index = -1
             async for raw in _aiter(items):
+                if self.fatal is not None:
+                    break
                 index += 1
                 entry = self._entry(index, raw)
                 if entry is None:
@@ -320,14 +348,15 @@ class _Job:
                     await self._emit([unit], out)
                 elif unit is not None:
                     await units.send(unit)
-                elif not self.batch:
-                    await units.send(_Unit([entry], "single"))
                 elif self.watermark == 0:
-                    # Until one answer gave us a watermark, items go alone: a
-                    # batch without a watermark could not be reconciled exactly.
+                    # Until one answer gave us a watermark, items go one at a
+                    # time: an item sent without one could not be told apart from
+                    # older results of its task if its answer were lost.
                     probe = _Unit([entry], "single")
                     await units.send(probe)
                     await probe.done.wait()
+                elif not self.batch:
+                    await units.send(_Unit([entry], "single"))
                 else:
                     pending.append(entry)
                     if len(pending) == MAX_BATCH:
@@ -352,7 +381,7 @@ class _Job:
             key = "br-k-" + hashlib.sha256(item.key.encode()).hexdigest()[:40]
         else:
             key = f"br-{self.job_id}-{index}"
-        return _Entry(index, item, key, _digest(item.text))
+        return _Entry(index, item, key, _digest(item))
 
     def _resume(self, entry: _Entry) -> _Unit | Outcome | None:
         """What the journal says about an item: settled, to reconcile, or nothing."""
@@ -379,20 +408,20 @@ class _Job:
     async def _worker(
         self, units: MemoryObjectReceiveStream[_Unit], out: MemoryObjectSendStream[Outcome]
     ) -> None:
-        async with units, out:
-            async for unit in units:
-                try:
-                    if unit.kind == "batch":
-                        settled = await self._run_batch(unit.entries)
-                    elif unit.kind == "single":
-                        settled = await self._run_single(unit.entries[0])
-                    else:
+        async for unit in units:
+            try:
+                if unit.kind == "batch":
+                    settled = await self._run_batch(unit.entries)
+                elif unit.kind == "single":
+                    settled = await self._run_single(unit.entries[0])
+                else:
+                    with self._holding(unit.watermark):
                         settled = await self._after_batch(
                             unit.entries, unit.watermark, refused=False, attempt=0
                         )
-                finally:
-                    unit.done.set()
-                await self._emit(settled, out)
+            finally:
+                unit.done.set()
+            await self._emit(settled, out)
 
     async def _emit(self, settled: list[Outcome], out: MemoryObjectSendStream[Outcome]) -> None:
         for outcome in settled:
@@ -401,10 +430,15 @@ class _Job:
             else:
                 self.failed += 1
             await out.send(outcome)
-        if self.on_progress is not None and settled:
-            report = self.on_progress(self.progress())
-            if report is not None:
-                await report
+        if self.on_progress is not None and settled and self.fatal is None:
+            try:
+                report = self.on_progress(self.progress())
+                if report is not None:
+                    await report
+            except Exception as exc:
+                # The caller's callback broke: stop feeding, settle what is in
+                # flight (its outcomes are still reported), then raise it.
+                self.fatal = exc
 
     def progress(self) -> Progress:
         done = self.created + self.failed
@@ -438,42 +472,67 @@ class _Job:
         floor = min(self.unit_watermarks, default=self.watermark)
         self.claimed = {i for i in self.claimed if i > floor}
 
-    @asynccontextmanager
-    async def _in_flight(self, tasks: set[int]) -> AsyncIterator[int]:
-        """Enter the gate for ``tasks`` and yield the watermark this send is made at."""
-        async with self.gate.use(tasks):
-            mark = self.watermark
-            self.unit_watermarks[mark] += 1
-            try:
-                yield mark
-            finally:
-                self.unit_watermarks[mark] -= 1
-                if not self.unit_watermarks[mark]:
-                    del self.unit_watermarks[mark]
+    @contextmanager
+    def _holding(self, mark: int) -> Iterator[None]:
+        """Keep the claimed ids above ``mark`` while a unit sent at it may still
+        reconcile: until the unit is settled, not only while it is on the wire."""
+        self.unit_watermarks[mark] += 1
+        try:
+            yield
+        finally:
+            self.unit_watermarks[mark] -= 1
+            if not self.unit_watermarks[mark]:
+                del self.unit_watermarks[mark]
 
-    async def _run_single(self, entry: _Entry, attempt: int = 0) -> list[Outcome]:
-        async with self._in_flight({entry.item.task_id}) as mark:
-            if self.journal is not None:
-                rows = [(entry.index, entry.item.task_id, entry.digest)]
-                self.journal.mark_pending(rows, batched=False, watermark=mark)
-            sent = await self._send_single(entry)
-        if isinstance(sent, list):
-            return sent
-        # Still unknown after every replay: look at the task to settle it.
-        settled, absent, _ = await self._reconcile([entry], mark)
-        if not absent:
-            return settled
-        if attempt + 1 >= _UNKNOWN_ROUNDS:
-            # Seen absent with the task frozen, after every attempt was lost: a
+    async def _run_single(self, entry: _Entry) -> list[Outcome]:
+        tasks = {entry.item.task_id}
+        lost: BitrixError = OutcomeUnknownError(ADD, RuntimeError("not sent"))
+        with ExitStack() as hold:
+            mark = 0
+            for round_ in range(_UNKNOWN_ROUNDS):
+                async with self.gate.use(tasks):
+                    if round_ == 0:
+                        mark = self.watermark
+                        hold.enter_context(self._holding(mark))
+                        if self.journal is not None:
+                            rows = [(entry.index, entry.item.task_id, entry.digest)]
+                            self.journal.mark_pending(rows, batched=False, watermark=mark)
+                    sent = await self._send_single(entry, maybe_sent=round_ > 0)
+                if isinstance(sent, list):
+                    return sent
+                lost = sent
+                if mark == 0:
+                    # No watermark yet: a lost answer can only be settled by its
+                    # key's replay, never by matching text against older results.
+                    continue
+                # Look at the task (frozen: nothing of ours in flight there).
+                settled, absent, unreadable = await self._reconcile([entry], mark)
+                if unreadable:
+                    # The portal will not list the task: it holds nothing of ours.
+                    return self._failed(unreadable)
+                if not absent:
+                    return settled
+            if mark == 0:
+                # Nothing can settle it: stop the job (a journal keeps it pending).
+                if isinstance(lost, OutcomeUnknownError):
+                    raise lost
+                raise OutcomeUnknownError(ADD, lost)
+            # Seen absent with its task frozen after every attempt was lost: a
             # failure, and nothing exists for it.
-            return self._failed([(entry, sent)])
-        return await self._run_single(entry, attempt + 1)
+            return self._failed([(entry, lost)])
 
-    async def _send_single(self, entry: _Entry) -> list[Outcome] | BitrixError:
+    async def _send_single(
+        self, entry: _Entry, *, maybe_sent: bool = False
+    ) -> list[Outcome] | BitrixError:
         """Send one keyed add, replaying it while its outcome is unknown.
 
-        Returns the last error when the outcome is still unknown after every round."""
-        unknown: BitrixError = OutcomeUnknownError(ADD, RuntimeError("not sent"))
+        ``maybe_sent``: an earlier attempt may have executed it. Returns the last
+        error when the outcome is still unknown after every round."""
+        unknown: BitrixError | None = (
+            OutcomeUnknownError(ADD, RuntimeError("an earlier attempt was lost"))
+            if maybe_sent
+            else None
+        )
         for _ in range(_UNKNOWN_ROUNDS):
             try:
                 result = await self.client.add(
@@ -483,46 +542,54 @@ class _Job:
                 unknown = exc
                 continue
             except BitrixError as exc:
+                if unknown is not None:
+                    # An earlier round may have executed it: a refusal now does
+                    # not prove that nothing exists.
+                    unknown = exc
+                    continue
                 # The portal refused it (or it never left): nothing was created.
                 return self._failed([(entry, exc)])
             return self._created([(entry, result)])
+        assert unknown is not None
         return unknown
 
     async def _run_batch(self, entries: list[_Entry], attempt: int = 0) -> list[Outcome]:
         tasks = {e.item.task_id for e in entries}
+        commands = [
+            {"method": ADD, "query": {"fields": {"taskId": e.item.task_id, "text": e.item.text}}}
+            for e in entries
+        ]
+        call = Call(
+            method="batch",
+            api="v3",
+            params=commands,
+            # No key protects the commands inside a batch (SPEC §2.4): a lost
+            # answer is settled by reconciliation, never by a blind re-send.
+            retry=RetryClass.UNKEYED_WRITE,
+            budget=(("batch", 1), (ADD, len(entries))),
+        )
         refused = False
-        async with self._in_flight(tasks) as mark:
-            if self.journal is not None:
-                rows = [(e.index, e.item.task_id, e.digest) for e in entries]
-                self.journal.mark_pending(rows, batched=True, watermark=mark)
-            commands = [
-                {
-                    "method": ADD,
-                    "query": {"fields": {"taskId": e.item.task_id, "text": e.item.text}},
-                }
-                for e in entries
-            ]
-            call = Call(
-                method="batch",
-                api="v3",
-                params=commands,
-                # No key protects the commands inside a batch (SPEC §2.4): a lost
-                # answer is settled by reconciliation, never by a blind re-send.
-                retry=RetryClass.UNKEYED_WRITE,
-                budget=(("batch", 1), (ADD, len(entries))),
-            )
-            try:
-                reply = await self.client._execute(call)
-                bodies = decode_result(reply.result, list[ItemBody], method="batch")
-            except PortalError:
-                # A command was refused; the batch rolled back or kept a prefix.
-                bodies, refused = None, True
-            except BitrixError:
-                # The answer was lost (or unreadable): any prefix may have run.
-                bodies = None
-            if bodies is not None and len(bodies) == len(entries):
-                return self._created([(e, b.item) for e, b in zip(entries, bodies, strict=True)])
-        return await self._after_batch(entries, mark, refused=refused, attempt=attempt)
+        with ExitStack() as hold:
+            async with self.gate.use(tasks):
+                mark = self.watermark
+                # Held until the batch is settled, reconciliation included.
+                hold.enter_context(self._holding(mark))
+                if self.journal is not None:
+                    rows = [(e.index, e.item.task_id, e.digest) for e in entries]
+                    self.journal.mark_pending(rows, batched=True, watermark=mark)
+                try:
+                    reply = await self.client._execute(call)
+                    bodies = decode_result(reply.result, list[ItemBody], method="batch")
+                except PortalError:
+                    # A command was refused; the batch rolled back or kept a prefix.
+                    bodies, refused = None, True
+                except BitrixError:
+                    # The answer was lost (or unreadable): any prefix may have run.
+                    bodies = None
+                if bodies is not None and len(bodies) == len(entries):
+                    pairs = zip(entries, bodies, strict=True)
+                    return self._created([(e, b.item) for e, b in pairs])
+            return await self._after_batch(entries, mark, refused=refused, attempt=attempt)
 
     async def _after_batch(
         self, entries: list[_Entry], watermark: int, *, refused: bool, attempt: int
@@ -534,7 +601,8 @@ class _Job:
         error; when only the answer was lost, they go as a batch again.
         """
         settled, absent, unreadable = await self._reconcile(entries, watermark)
-        alone = unreadable
+        # Sent alone, an item on a task the portal will not list gets its own error.
+        alone = [entry for entry, _ in unreadable]
         if refused or attempt + 1 >= _UNKNOWN_ROUNDS or len(absent) == 1:
             alone, absent = alone + absent, []
         async with anyio.create_task_group() as tg:
@@ -553,16 +621,17 @@ class _Job:
 
     async def _reconcile(
         self, entries: list[_Entry], watermark: int
-    ) -> tuple[list[Outcome], list[_Entry], list[_Entry]]:
+    ) -> tuple[list[Outcome], list[_Entry], list[tuple[_Entry, BitrixError]]]:
         """Find which of ``entries`` exist on the portal, with their tasks frozen.
 
         Returns the outcomes of those that exist, those that do not, and those
-        whose task the portal would not list (their adds would be refused too).
+        whose task the portal would not list, with its error (an add to such a
+        task would be refused too, so nothing of theirs exists).
         """
         tasks = sorted({e.item.task_id for e in entries})
         settled: list[Outcome] = []
         absent: list[_Entry] = []
-        unreadable: list[_Entry] = []
+        unreadable: list[tuple[_Entry, BitrixError]] = []
         async with self.reconcile_lock, self.gate.frozen(set(tasks)):
             # One batch of list calls reads up to 50 tasks (facts §3.2).
             listed = {t.task_id: t for t in await _read_v3(self.client, tasks, after=watermark)}
@@ -570,7 +639,7 @@ class _Job:
                 mine = [e for e in entries if e.item.task_id == task_id]
                 found = listed[task_id]
                 if found.error is not None:
-                    unreadable += mine
+                    unreadable += [(e, found.error) for e in mine]
                     continue
                 owned = self.claimed
                 if self.journal is not None:
@@ -595,6 +664,41 @@ def _size(items: object) -> int | None:
         return None
 
 
+def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one real error inside nested task-group exception groups, if there is one."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
+
+
+async def _drain(
+    work: Callable[[MemoryObjectSendStream[T]], Coroutine[object, object, None]],
+    buffer: int,
+) -> AsyncGenerator[T, None]:
+    """Yield what ``work`` sends, with the work in its own task.
+
+    An async generator must not yield from inside a task group: if the consumer
+    stops early, the group would be exited from another task. So the work runs
+    as a task of its own, and closing the generator cancels it.
+    """
+    send, receive = anyio.create_memory_object_stream[T](buffer)
+    task = asyncio.ensure_future(work(send))
+    try:
+        async for value in receive:
+            yield value
+        await task
+    finally:
+        # Stop the work before closing its stream (or its sends would fail), wait
+        # for it without raising, and observe how it ended so nothing is lost
+        # silently: an early close is the consumer's choice, not an error.
+        task.cancel()
+        await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()
+        receive.close()
+
+
 async def bulk_add_stream(
     client: ResultsClient,
     items: Iterable[NewResult | tuple[int, str]] | AsyncIterable[NewResult | tuple[int, str]],
@@ -609,8 +713,9 @@ async def bulk_add_stream(
 
     ``items`` is read lazily with backpressure: at most a few units of work are
     buffered, so a stream of millions runs in bounded memory. Outcomes come in the
-    order they settle (``Outcome.index`` is the input position). Close the
-    iterator (``async with contextlib.aclosing(...)``) if you stop early.
+    order they settle (``Outcome.index`` is the input position). Stopping early
+    (close the iterator, e.g. with ``contextlib.aclosing``) cancels the work in
+    flight; with a ``journal`` a later run settles it exactly.
     """
     job = _Job(
         client,
@@ -621,12 +726,12 @@ async def bulk_add_stream(
         job_id=job_id,
         total=_size(items),
     )
-    out_send, out_recv = anyio.create_memory_object_stream[Outcome](MAX_BATCH * 2)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(job.run, items, out_send)
-        async with out_recv:
-            async for outcome in out_recv:
-                yield outcome
+    # Closing this generator must close the inner one too, at once, not at GC.
+    async with contextlib.aclosing(
+        _drain(functools.partial(job.run, items), MAX_BATCH * 2)
+    ) as outs:
+        async for outcome in outs:
+            yield outcome
 
 
 async def bulk_add(
@@ -660,12 +765,15 @@ async def bulk_add(
         total=total,
     )
     slots: dict[int, Outcome] = {}
-    out_send, out_recv = anyio.create_memory_object_stream[Outcome](MAX_BATCH * 2)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(job.run, items, out_send)
-        async with out_recv:
-            async for outcome in out_recv:
+    aborted: Exception | None = None
+    try:
+        async with contextlib.aclosing(
+            _drain(functools.partial(job.run, items), MAX_BATCH * 2)
+        ) as outs:
+            async for outcome in outs:
                 slots[outcome.index] = outcome
+    except Exception as exc:
+        aborted = exc
     outcomes = [slots[i] for i in sorted(slots)]
     after = client.statistics()
     retries = {
@@ -673,7 +781,7 @@ async def bulk_add(
         for reason, count in after.retries.items()
         if count > before.retries.get(reason, 0)
     }
-    return BulkReport(
+    report = BulkReport(
         outcomes=outcomes,
         created=job.created,
         failed=job.failed,
@@ -688,6 +796,9 @@ async def bulk_add(
         wait_seconds=(after.bucket_wait_seconds + after.budget_wait_seconds)
         - (before.bucket_wait_seconds + before.budget_wait_seconds),
     )
+    if aborted is not None:
+        raise BulkAbortedError(report, aborted) from aborted
+    return report
 
 
 # -- reading many tasks -----------------------------------------------------------------
@@ -714,41 +825,44 @@ async def results_of_many(
 
     Up to 50 tasks share one request (facts §3). REST 3.0 pages through each task
     by id; REST v2 returns each task's results whole. Tasks come back in the
-    order they finish; a task the portal refuses carries its ``error``.
+    order they finish, one :class:`TaskResults` per id given (a repeated id is
+    read again); a task the portal refuses carries its ``error``.
     """
     check.choice("api", api, ("v2", "v3"))
     workers = check.positive_int("concurrency", concurrency) if concurrency is not None else 4
-    groups_send, groups_recv = anyio.create_memory_object_stream[list[int]](workers)
-    out_send, out_recv = anyio.create_memory_object_stream[TaskResults](MAX_BATCH * 2)
+    read = _read_v3 if api == "v3" else _read_v2
 
-    async def feed() -> None:
-        async with groups_send:
-            group: list[int] = []
-            async for raw in _aiter(task_ids):
-                group.append(check.positive_int("task_id", raw))
-                if len(group) == MAX_BATCH:
-                    await groups_send.send(group)
-                    group = []
-            if group:
-                await groups_send.send(group)
+    async def run(out: MemoryObjectSendStream[TaskResults]) -> None:
+        groups_send, groups_recv = anyio.create_memory_object_stream[list[int]](workers)
 
-    async def work(
-        groups: MemoryObjectReceiveStream[list[int]], out: MemoryObjectSendStream[TaskResults]
-    ) -> None:
-        read = _read_v3 if api == "v3" else _read_v2
-        async with groups, out:
-            async for group in groups:
+        async def work() -> None:
+            async for group in groups_recv:
                 for done in await read(client, group):
                     await out.send(done)
 
-    async with anyio.create_task_group() as tg:
-        with groups_recv, out_send:
-            for _ in range(workers):
-                tg.start_soon(work, groups_recv.clone(), out_send.clone())
-        tg.start_soon(feed)
-        async with out_recv:
-            async for done in out_recv:
-                yield done
+        try:
+            with groups_recv:
+                async with out, anyio.create_task_group() as tg:
+                    for _ in range(workers):
+                        tg.start_soon(work)
+                    async with groups_send:
+                        group: list[int] = []
+                        async for raw in _aiter(task_ids):
+                            task_id = check.positive_int("task_id", raw)
+                            if len(group) == MAX_BATCH or task_id in group:
+                                # A repeated id goes to the next request, so each
+                                # occurrence gets its own answer.
+                                await groups_send.send(group)
+                                group = []
+                            group.append(task_id)
+                        if group:
+                            await groups_send.send(group)
+        except BaseExceptionGroup as eg:
+            raise _unwrap(eg) from None
+
+    async with contextlib.aclosing(_drain(run, MAX_BATCH * 2)) as results:
+        async for done in results:
+            yield done
 
 
 async def _read_one(

@@ -11,6 +11,7 @@
     │   └── RedirectRefusedError              a redirect to a host we may not follow
     ├── DecodeError                           a body that is not the JSON we expect (HTML page)
     ├── OutcomeUnknownError                   a write may or may not have executed; not retried
+    ├── BulkAbortedError                      a bulk job stopped early; carries its partial report
     ├── OAuthError                            the token endpoint refused a refresh
     └── PortalError                           the portal answered with an error code
         ├── RateLimitError                    503 QUERY_LIMIT_EXCEEDED (not executed)
@@ -33,15 +34,19 @@ transport redacts URLs before they reach a message.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from .models import ValidationDetail
+
+if TYPE_CHECKING:
+    from .bulk import BulkReport
 
 __all__ = [
     "AccessDeniedError",
     "AuthError",
     "BatchError",
     "BitrixError",
+    "BulkAbortedError",
     "ConnectError",
     "ConnectionLostError",
     "DecodeError",
@@ -124,6 +129,23 @@ class OutcomeUnknownError(BitrixError):
         super().__init__(
             f"{method}: the outcome is unknown ({type(cause).__name__}: {cause}); "
             "check the portal before sending it again"
+        )
+
+
+class BulkAbortedError(BitrixError):
+    """A bulk job stopped before its input was done, for ``cause``.
+
+    ``report`` holds the outcome of every item that settled before it stopped
+    (the work in flight was let finish); items after those were not sent. With a
+    journal, running the job again finishes the rest exactly.
+    """
+
+    def __init__(self, report: BulkReport, cause: BaseException) -> None:
+        self.report = report
+        self.cause = cause
+        super().__init__(
+            f"the bulk job stopped ({type(cause).__name__}: {cause}); "
+            f"{report.created} created and {report.failed} failed before it stopped"
         )
 
 

@@ -40,7 +40,9 @@ def assert_exactly_once(
     on_portal = Counter((r.task_id, r.text) for r in running.portal.ledger.created)
     wanted = Counter((i.task_id, i.text) for i in items)
     assert on_portal == wanted
-    assert running.portal.ledger.duplicates() == 0
+    if len(wanted) == len(items):
+        # Unique inputs: the portal's own duplicate counter must agree.
+        assert running.portal.ledger.duplicates() == 0
     # Each outcome points at a distinct result that really is the item's.
     ids = [o.result.id for o in outcomes if o.result is not None]
     assert len(set(ids)) == len(items)
