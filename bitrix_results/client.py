@@ -50,6 +50,9 @@ _STATUSES = ("open", "closed")
 # Page size for iter_results. The docs give no default or maximum for this method
 # (facts §4.3, §5.6); 50 is the page size documented across the REST API.
 DEFAULT_PAGE_SIZE = 50
+# The page size the documentation's own example asks for (facts §5.6); a shorter
+# page than this is taken as the end of a list without asking again.
+TRUSTED_PAGE = 10
 # Last segments of REST v2 method names that only read (for ``call``'s retry class).
 _READ_VERBS = frozenset({"list", "get", "fields", "getlist", "getfields"})
 
@@ -325,10 +328,16 @@ class ResultsClient:
             last = max(result.id for result in fresh)
 
     def _more_pages(self, page: builtins.list[TaskResult], page_size: int) -> bool:
-        """Whether a keyset walk should ask for another page after ``page``."""
+        """Whether a keyset walk should ask for another page after ``page``.
+
+        A page shorter than asked may be the end or the portal's silent cap
+        (facts §4.3). It is the end when it is shorter than the largest page the
+        portal has returned, or shorter than the pages the documentation itself
+        asks for (``limit: 10``, §5.6): no portal is assumed to cap below that.
+        """
         size = len(page)
         self._largest_page = max(self._largest_page, size)
-        return size > 0 and size >= min(self._largest_page, page_size)
+        return size > 0 and size >= min(page_size, max(self._largest_page, TRUSTED_PAGE))
 
     async def send_chat_message(self, task_id: int, text: str) -> None:
         """Post a message to the task's chat (``tasks.task.chat.message.send``, §5.9).

@@ -12,6 +12,21 @@ Every failure is one of three kinds (SPEC §2.4):
   A write no key protects raises :class:`~bitrix_results.errors.OutcomeUnknownError`.
 - **fatal**: everything else (validation, permission, not found, idempotency
   key errors, other auth errors, service blocked). Raised as is, never retried.
+
+Two refinements need the call, not just the error (:func:`classify_call`):
+
+- A 429 on a *write batch* is ambiguous, not safe: the portal may refuse the
+  Nth command after running the first N-1 and keep them (SPEC §3: a failing
+  command may leave earlier commands executed). A 503 stays safe: the bucket
+  refuses the whole request before any command runs (facts §1).
+- Once any attempt of a write was ambiguous, every later way of giving up
+  (a fatal error, exhausted retries, a failed token refresh) raises
+  :class:`~bitrix_results.errors.OutcomeUnknownError` (:func:`outcome_unknown_after`):
+  the earlier attempt may have executed, whatever the last one said.
+
+Errors of the token refresh between attempts are classified by
+:func:`classify_refresh`: the call was not sent, so a transport failure of the
+refresh is safe to retry; anything else (``OAuthError``) is fatal.
 """
 
 from __future__ import annotations
@@ -32,7 +47,17 @@ from ..errors import (
     ServerError,
 )
 
-__all__ = ["RetryPolicy", "Safety", "classify", "may_retry", "reason"]
+__all__ = [
+    "RetryPolicy",
+    "Safety",
+    "classify",
+    "classify_call",
+    "classify_refresh",
+    "is_batch",
+    "may_retry",
+    "outcome_unknown_after",
+    "reason",
+]
 
 
 class Safety(enum.Enum):
@@ -56,6 +81,46 @@ def classify(exc: BaseException) -> Safety:
         # An HTML error page from a proxy or the portal's front end: the call
         # may have run behind it (facts §6, non-JSON bodies).
         return Safety.AMBIGUOUS
+    return Safety.FATAL
+
+
+def is_batch(call: Call) -> bool:
+    """Whether ``call`` is a batch: several commands in one request.
+
+    Any call charged to more than one budget key is one (``budget.py``).
+    """
+    return call.method == "batch" or len(call.budget_keys()) > 1
+
+
+def classify_call(exc: BaseException, call: Call) -> Safety:
+    """What a failure of ``call`` says about whether it executed.
+
+    :func:`classify`, except that a 429 on a batch that writes is ambiguous:
+    the operating limit can refuse a command in the middle of the batch after
+    the earlier ones ran, and the portal may keep them (SPEC §3). Re-sending
+    the batch would create them again. A read batch may be re-read, and a 503
+    or an expired token refuses the whole request before anything runs.
+    """
+    safety = classify(exc)
+    if (
+        safety is Safety.SAFE
+        and isinstance(exc, OperatingLimitError)
+        and call.retry is not RetryClass.READ
+        and is_batch(call)
+    ):
+        return Safety.AMBIGUOUS
+    return safety
+
+
+def classify_refresh(exc: BaseException) -> Safety:
+    """What a failure of the token refresh before a resend says about the call.
+
+    The call itself was not sent, so a transport failure of the token request
+    (no connection, no answer, connection dropped) is safe to retry. The OAuth
+    server refusing the refresh (``OAuthError``), or anything else, is fatal.
+    """
+    if isinstance(exc, ConnectError | RequestTimeoutError | ConnectionLostError):
+        return Safety.SAFE
     return Safety.FATAL
 
 
@@ -157,6 +222,7 @@ def outcome_unknown_after(call: Call, ambiguous_seen: bool) -> bool:
     """Whether giving up must raise OutcomeUnknownError rather than the last error.
 
     A write that failed ambiguously at least once may have executed, whatever
-    the last attempt said; a read changes nothing.
+    the last attempt said (a fatal refusal, a connect error, a failed token
+    refresh); a read changes nothing.
     """
     return ambiguous_seen and call.retry is not RetryClass.READ

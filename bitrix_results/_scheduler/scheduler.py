@@ -17,7 +17,10 @@ One logical call, start to finish::
 - **Learn**: the reply's ``time`` updates the budget; 503 marks the bucket
   full and slows it; 429 holds the key until the reset.
 - **Retry**: ``retry.py`` decides what may be sent again; the same ``Call``
-  object is resent, so a REST 3.0 write keeps its Idempotency-Key.
+  object is resent, so a REST 3.0 write keeps its Idempotency-Key. An expired
+  token is refreshed before the resend, and a failed refresh is classified like
+  any other failure. Once an attempt of a write may have executed, giving up
+  raises ``OutcomeUnknownError`` whatever the last failure was.
 """
 
 from __future__ import annotations
@@ -34,14 +37,23 @@ from types import MappingProxyType
 
 import anyio
 
-from .._transport.types import Call, Reply, RetryClass, Transport
+from .._transport.types import Call, Reply, Transport
 from ..errors import ExpiredTokenError, OperatingLimitError, OutcomeUnknownError, RateLimitError
 from .backends import Backend, default_backend
 from .bucket import DEFAULT_HEADROOM, BucketConfig
 from .budget import BudgetKey, BudgetRules, Settlement, merge_keys
 from .clock import Clock, SystemClock
 from .limits import Limits
-from .retry import RetryPolicy, Safety, classify, needs_backoff, outcome_unknown_after, reason
+from .retry import (
+    RetryPolicy,
+    Safety,
+    classify_call,
+    classify_refresh,
+    may_retry,
+    needs_backoff,
+    outcome_unknown_after,
+    reason,
+)
 from .stats import BucketStatistics, BudgetStatistics, SchedulerStatistics
 
 __all__ = ["Scheduler"]
@@ -166,37 +178,47 @@ class Scheduler:
         progress = _Progress()
         attempts = 0
         backoffs = 0
+        # Whether an earlier attempt may have executed the call.
         ambiguous = False
+        # The expired-token error to refresh before the next send, if any.
+        expired: ExpiredTokenError | None = None
         while True:
             attempts += 1
+            refreshing = expired is not None
             try:
+                if expired is not None:
+                    # facts §7: on expired_token refresh, then repeat the same call.
+                    await transport.refresh_auth(expired)
+                    expired = None
+                    refreshing = False
                 return await self._attempt(call, transport, portal, keys, progress)
             except Exception as exc:
-                safety = classify(exc)
-                if safety is Safety.FATAL:
-                    raise
-                if safety is Safety.AMBIGUOUS:
-                    if call.retry is RetryClass.UNKEYED_WRITE:
-                        # It may have executed and no key makes a resend safe:
-                        # the caller must check the portal (SPEC §2.4).
-                        raise OutcomeUnknownError(call.method, exc) from exc
-                    ambiguous = True
+                failure = exc
+            # One decision table (retry.py): what this failure says about the call.
+            safety = classify_refresh(failure) if refreshing else classify_call(failure, call)
+            if safety is Safety.AMBIGUOUS:
+                ambiguous = True
+            if may_retry(safety, call.retry):
                 delay = 0.0
-                if needs_backoff(exc):
+                if needs_backoff(failure):
                     backoffs += 1
                     delay = policy.backoff(backoffs, self._rng)
                 # Time spent failing: queueing for the limits does not count.
                 failing = clock.monotonic() - started - progress.queued
-                if attempts >= policy.max_attempts or failing + delay > policy.max_elapsed:
-                    if outcome_unknown_after(call, ambiguous):
-                        raise OutcomeUnknownError(call.method, exc) from exc
-                    raise
-                if isinstance(exc, ExpiredTokenError):
-                    # facts §7: on expired_token refresh, then repeat the same call.
-                    await transport.refresh_auth(exc)
-                self._retries[reason(exc)] += 1
-                if delay > 0:
-                    await clock.sleep(delay)
+                if attempts < policy.max_attempts and failing + delay <= policy.max_elapsed:
+                    if isinstance(failure, ExpiredTokenError):
+                        expired = failure
+                    self._retries[reason(failure)] += 1
+                    if delay > 0:
+                        await clock.sleep(delay)
+                    continue
+            # Giving up. A write that may have executed on an earlier attempt (or
+            # on this one, with no key to make a resend safe) has an unknown
+            # outcome, whatever this failure says: the caller must check the
+            # portal before sending it again (SPEC §2.4).
+            if outcome_unknown_after(call, ambiguous):
+                raise OutcomeUnknownError(call.method, failure) from failure
+            raise failure
 
     async def _attempt(
         self,
@@ -233,7 +255,9 @@ class Scheduler:
                 await backend.rate_limited(portal, self._bucket, reservation, clock)
                 raise
             except OperatingLimitError:
-                # 429: nothing executed; the key is held until its reset (facts §2.2).
+                # 429: the key is held until its reset (facts §2.2). The refused
+                # call did not run, but a batch's earlier commands may have
+                # (SPEC §3): retry.classify_call decides whether to resend.
                 self._operating_limit_hits += 1
                 settlement = _OPERATING_LIMIT
                 raise

@@ -330,28 +330,42 @@ async def test_iter_results_filters_and_start(
     client: ResultsClient, mode: AuthMode, mock: MockPortal
 ) -> None:
     url = mode.url("v3", LIST)
-    # A first page shorter than asked may be the portal's cap, so one more page
-    # is asked for; the empty page ends the walk.
-    pages(mock, url, [11], [])
+    # A first page of 12 when 20 were asked may be the portal's cap, so one more
+    # page is asked for; the empty page ends the walk.
+    first = list(range(11, 23))
+    pages(mock, url, first, [])
 
     ids = [
         r.id
-        async for r in client.iter_results(42, status="open", author_id=3, after_id=10, page_size=5)
+        async for r in client.iter_results(
+            42, status="open", author_id=3, after_id=10, page_size=20
+        )
     ]
 
-    assert ids == [11]
+    assert ids == first
     base = [["taskId", "=", 42], ["status", "=", "open"], ["authorId", "=", 3]]
-    assert page_filters(mock, url) == [[*base, ["id", ">", 10]], [*base, ["id", ">", 11]]]
+    assert page_filters(mock, url) == [[*base, ["id", ">", 10]], [*base, ["id", ">", 22]]]
+
+
+async def test_iter_results_a_page_below_the_documented_size_ends_the_walk(
+    client: ResultsClient, mode: AuthMode, mock: MockPortal
+) -> None:
+    # The docs' own example asks for pages of 10 (facts §5.6): no portal is
+    # assumed to cap below that, so a page of 1 is the end, with no extra request.
+    url = mode.url("v3", LIST)
+    pages(mock, url, [11])
+    assert [r.id async for r in client.iter_results(42)] == [11]
+    assert len(mock.sent_to(url)) == 1
 
 
 async def test_iter_results_default_page_size(
     client: ResultsClient, mode: AuthMode, mock: MockPortal
 ) -> None:
     url = mode.url("v3", LIST)
-    pages(mock, url, [1], [])
+    pages(mock, url, [1])
     assert [r.id async for r in client.iter_results(42)] == [1]
     sent = mock.sent_to(url)
-    assert [s.json["pagination"] for s in sent] == [{"limit": client.page_size}] * 2
+    assert [s.json["pagination"] for s in sent] == [{"limit": client.page_size}]
 
 
 async def test_iter_results_stops_on_empty_page(
@@ -392,17 +406,17 @@ async def test_iter_results_portal_caps_pages(
     client: ResultsClient, mode: AuthMode, mock: MockPortal
 ) -> None:
     # Some v3 lists silently cap a page below the requested limit (facts §4.3): a
-    # page of 3 when 5 were asked for is not the end; a page shorter than 3 is.
+    # page of 12 when 20 were asked for is not the end; a page shorter than 12 is.
     url = mode.url("v3", LIST)
-    pages(mock, url, [1, 2, 3], [4, 5, 6], [7, 8])
+    pages(mock, url, list(range(1, 13)), list(range(13, 25)), [25, 26])
 
-    ids = [r.id async for r in client.iter_results(42, page_size=5)]
+    ids = [r.id async for r in client.iter_results(42, page_size=20)]
 
-    assert ids == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert ids == list(range(1, 27))
     assert page_filters(mock, url) == [
         [["taskId", "=", 42]],
-        [["taskId", "=", 42], ["id", ">", 3]],
-        [["taskId", "=", 42], ["id", ">", 6]],
+        [["taskId", "=", 42], ["id", ">", 12]],
+        [["taskId", "=", 42], ["id", ">", 24]],
     ]
 
 
@@ -410,9 +424,9 @@ async def test_iter_results_capped_portal_ending_on_full_page(
     client: ResultsClient, mode: AuthMode, mock: MockPortal
 ) -> None:
     url = mode.url("v3", LIST)
-    pages(mock, url, [1, 2, 3], [4, 5, 6], [])
-    ids = [r.id async for r in client.iter_results(42, page_size=5)]
-    assert ids == [1, 2, 3, 4, 5, 6]
+    pages(mock, url, list(range(1, 13)), list(range(13, 25)), [])
+    ids = [r.id async for r in client.iter_results(42, page_size=20)]
+    assert ids == list(range(1, 25))
     assert len(mock.sent_to(url)) == 3
 
 

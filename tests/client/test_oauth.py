@@ -5,19 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
+import aiohttp
 import msgspec
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from bitrix_results import (
+    BitrixError,
     ExpiredTokenError,
     InvalidCredentialsError,
     OAuthError,
     OAuthTokens,
     ResultsClient,
 )
+from bitrix_results.errors import ConnectError, ConnectionLostError, RequestTimeoutError
 
 from ._portal import (
     ACCESS_TOKEN,
@@ -259,3 +264,199 @@ async def test_oauth_client_repr_and_construction() -> None:
     client: ResultsClient = OAUTH.make()
     async with client:
         assert "portal.example" in repr(client)
+
+
+# -- a failing token request: typed, and no secret in any text --------------------------
+#
+# The token request is a GET whose query carries client_secret and the refresh token
+# (facts §7), and aiohttp puts the full URL in some of its messages (a connect timeout
+# is "Connection timeout to host <url>"). Real sockets on 127.0.0.1 below: none of
+# these tests uses the ``mock`` fixture.
+
+# Characters a URL query percent-encodes, so the encoded forms are checked too.
+LEAKY_SECRET = "s3cr3t/client+secret=value"
+LEAKY_REFRESH = "refresh/token+old=value"
+LEAKY_ACCESS = "access-token-leaky"
+
+
+def _assert_secret_free(err: BaseException, logs: str, *secrets: str) -> None:
+    import traceback
+    from urllib.parse import unquote, unquote_plus
+
+    texts = [str(err), repr(err), str(err.__cause__), repr(err.__cause__), logs]
+    # Everything a logged traceback would print, the whole chain included.
+    texts.append("".join(traceback.format_exception(err)))
+    for text in texts:
+        # Decoded, so a secret in any URL encoding is found (yarl keeps "/", encodes "+").
+        for form in (text, unquote(text), unquote_plus(text)):
+            for secret in secrets:
+                assert secret not in form
+
+
+def _oauth_auth(token_url: str) -> Any:
+    from bitrix_results._transport import OAuthAuth
+    from bitrix_results._transport.urls import parse_portal
+
+    return OAuthAuth(
+        parse_portal("https://portal.example"),
+        access_token=LEAKY_ACCESS,
+        refresh_token=LEAKY_REFRESH,
+        client_id=CLIENT_ID,
+        client_secret=LEAKY_SECRET,
+        token_url=token_url,
+    )
+
+
+def _expired() -> ExpiredTokenError:
+    return ExpiredTokenError("expired", code="expired_token", status=401)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def _token_server(*, drop: bool) -> Any:
+    """A token endpoint on 127.0.0.1 that drops the connection, or never answers."""
+    stalled: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        if drop:
+            writer.close()
+        else:
+            stalled.append(writer)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/oauth/token/"
+    finally:
+        for writer in stalled:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def _refresh(auth: Any, timeout: aiohttp.ClientTimeout | None = None) -> BaseException:
+    async with aiohttp.ClientSession(timeout=timeout or aiohttp.ClientTimeout(total=10)) as s:
+        with pytest.raises(BitrixError) as info:
+            await auth.refresh(s, _expired())
+    return info.value
+
+
+async def test_refresh_to_a_closed_port_is_a_secret_free_connect_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    auth = _oauth_auth(f"http://127.0.0.1:{_closed_port()}/oauth/token/")
+    err = await _refresh(auth)
+    assert isinstance(err, ConnectError)
+    assert isinstance(err.__cause__, aiohttp.ClientConnectorError)
+    _assert_secret_free(err, caplog.text, LEAKY_SECRET, LEAKY_REFRESH, LEAKY_ACCESS)
+    assert auth.generation == 0
+
+
+async def test_refresh_dropped_by_the_token_endpoint_is_connection_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with _token_server(drop=True) as url:
+        err = await _refresh(_oauth_auth(url))
+    assert isinstance(err, ConnectionLostError)
+    _assert_secret_free(err, caplog.text, LEAKY_SECRET, LEAKY_REFRESH, LEAKY_ACCESS)
+
+
+async def test_refresh_without_an_answer_is_a_timeout(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with _token_server(drop=False) as url:
+        err = await _refresh(_oauth_auth(url), aiohttp.ClientTimeout(total=0.3))
+    assert isinstance(err, RequestTimeoutError)
+    _assert_secret_free(err, caplog.text, LEAKY_SECRET, LEAKY_REFRESH, LEAKY_ACCESS)
+
+
+class _FailingSession:
+    """A session whose GET raises what aiohttp raises, message built from the full URL."""
+
+    def __init__(self, make: Any) -> None:
+        self.make = make
+
+    @contextlib.asynccontextmanager
+    async def get(self, url: str, *, params: dict[str, str], allow_redirects: bool) -> Any:
+        raise self.make(URL(url).with_query(params))
+        yield  # pragma: no cover
+
+
+async def test_connect_timeout_message_with_the_url_is_scrubbed() -> None:
+    # aiohttp 3.10+: ConnectionTimeoutError(f"Connection timeout to host {url}").
+    def make(url: URL) -> BaseException:
+        return aiohttp.ConnectionTimeoutError(f"Connection timeout to host {url}")
+
+    auth = _oauth_auth("http://127.0.0.1:9/oauth/token/")
+    with pytest.raises(ConnectError) as info:
+        await auth.refresh(_FailingSession(make), _expired())
+    err = info.value
+    cause = err.__cause__
+    assert isinstance(cause, aiohttp.ConnectionTimeoutError)
+    # The chained error is kept, scrubbed: the host stays, the secrets do not.
+    assert "Connection timeout to host http://127.0.0.1:9/oauth/token/" in str(cause)
+    assert "***" in str(cause)
+    assert CLIENT_ID in str(cause)
+    _assert_secret_free(err, "", LEAKY_SECRET, LEAKY_REFRESH, LEAKY_ACCESS)
+
+
+async def test_an_error_whose_text_cannot_be_scrubbed_is_not_chained() -> None:
+    # ClientResponseError prints its request URL from an attribute, not from args.
+    def make(url: URL) -> BaseException:
+        info = aiohttp.RequestInfo(url, "GET", CIMultiDictProxy(CIMultiDict()), url)
+        return aiohttp.ClientResponseError(info, (), status=500, message="boom")
+
+    auth = _oauth_auth("http://127.0.0.1:9/oauth/token/")
+    with pytest.raises(ConnectionLostError) as info:
+        await auth.refresh(_FailingSession(make), _expired())
+    err = info.value
+    assert err.__cause__ is None
+    assert err.__suppress_context__
+    _assert_secret_free(err, "", LEAKY_SECRET, LEAKY_REFRESH, LEAKY_ACCESS)
+
+
+@pytest.mark.parametrize("endpoint", ["closed", "drops"])
+async def test_client_call_with_an_unreachable_token_endpoint(
+    endpoint: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """End to end: the call's expired token cannot be refreshed; a typed, clean error."""
+    from bitrix_results import RetryPolicy
+    from bitrix_results.testing import FakePortal, PortalConfig, serve_portal
+
+    caplog.set_level(logging.DEBUG)
+    portal = FakePortal(PortalConfig(scale=100))
+    access, refresh = portal.issue_oauth_tokens()
+    portal.expire_access_tokens()
+    async with contextlib.AsyncExitStack() as stack:
+        if endpoint == "closed":
+            token_url = f"http://127.0.0.1:{_closed_port()}/oauth/token/"
+        else:
+            token_url = await stack.enter_async_context(_token_server(drop=True))
+        running = await stack.enter_async_context(serve_portal(portal))
+        client = ResultsClient.from_oauth(
+            portal=running.base_url,
+            access_token=access,
+            refresh_token=refresh,
+            client_id=portal.config.client_id,
+            client_secret=portal.config.client_secret,
+            token_url=token_url,
+            retry=RetryPolicy(max_attempts=3, base_delay=0.0, max_delay=0.0),
+        )
+        async with client:
+            with pytest.raises(BitrixError) as info:
+                await client.add(1, "Done")
+    err = info.value
+    # Nothing was sent ambiguously: the refresh's own error, after the retries.
+    assert isinstance(err, ConnectError if endpoint == "closed" else ConnectionLostError)
+    assert client.statistics().retries.get("expired_token") == 1
+    _assert_secret_free(err, caplog.text, portal.config.client_secret, refresh, access)
+    assert portal.results_of(1) == []
