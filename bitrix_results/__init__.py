@@ -4,7 +4,14 @@ The public names are re-exported here; everything in a module whose name starts
 with an underscore is private.
 """
 
-from ._scheduler import Limits, RetryPolicy, SchedulerStatistics
+from ._scheduler import (
+    Limits,
+    MemoryBackend,
+    RedisBackend,
+    RetryPolicy,
+    Scheduler,
+    SchedulerStatistics,
+)
 from .bulk import BulkReport, Outcome, Progress, TaskResults
 from .client import ResultsClient
 from .errors import (
@@ -12,6 +19,7 @@ from .errors import (
     AuthError,
     BatchError,
     BitrixError,
+    BulkAbortedError,
     ConnectError,
     ConnectionLostError,
     DecodeError,
@@ -49,6 +57,7 @@ __all__ = [
     "AuthError",
     "BatchError",
     "BitrixError",
+    "BulkAbortedError",
     "BulkReport",
     "ConnectError",
     "ConnectionLostError",
@@ -60,6 +69,7 @@ __all__ = [
     "InvalidRequestError",
     "LegacyTaskResult",
     "Limits",
+    "MemoryBackend",
     "NewResult",
     "NotFoundError",
     "OAuthError",
@@ -71,11 +81,13 @@ __all__ = [
     "Progress",
     "RateLimitError",
     "RedirectRefusedError",
+    "RedisBackend",
     "RequestTimeoutError",
     "ResponseTime",
     "ResultRights",
     "ResultsClient",
     "RetryPolicy",
+    "Scheduler",
     "SchedulerStatistics",
     "ServerError",
     "ServiceBlockedError",

@@ -9,8 +9,8 @@ scheduler's and the transport's job.
 from __future__ import annotations
 
 import builtins
-import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
+from os import urandom
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -59,7 +59,10 @@ _READ_VERBS = frozenset({"list", "get", "fields", "getlist", "getfields"})
 
 def new_idempotency_key() -> str:
     """A fresh key for one logical write; retries of that write reuse it (facts §4.1)."""
-    return "br-" + uuid.uuid4().hex
+    # 128 random bits from the OS (uuid4 has 122), at about a third of
+    # uuid4().hex's cost (hot path: one key per add). Random, not a counter, so
+    # keys stay unique across processes, forks and runs. Same "br-" + 32 hex form.
+    return "br-" + urandom(16).hex()
 
 
 class ResultsClient:
@@ -209,7 +212,8 @@ class ResultsClient:
         if retry is RetryClass.KEYED_WRITE and key is None:
             key = new_idempotency_key()
         call = Call(method=method, api=api, params=params, retry=retry, idempotency_key=key)
-        reply = await self._execute(call)
+        # The scheduler directly, not through _execute: one coroutine less per call.
+        reply = await self._scheduler.execute(call, self._transport)
         return reply.result
 
     async def _execute(self, call: Call) -> Reply:
@@ -225,8 +229,18 @@ class ResultsClient:
     async def _item(
         self, method: str, params: Mapping[str, object], key: str | None = None
     ) -> TaskResult:
-        raw = await self._run(method, params, retry=RetryClass.KEYED_WRITE, key=key)
-        return decode_result(raw, ItemBody, method=method).item
+        # _run inlined (hot path: every add and update): one coroutine less per call.
+        if key is None:
+            key = new_idempotency_key()
+        call = Call(
+            method=method,
+            api="v3",
+            params=params,
+            retry=RetryClass.KEYED_WRITE,
+            idempotency_key=key,
+        )
+        reply = await self._scheduler.execute(call, self._transport)
+        return decode_result(reply.result, ItemBody, method=method).item
 
     # -- REST 3.0 ------------------------------------------------------------------
 

@@ -131,6 +131,19 @@ class Waiters:
                     waiter.set_result(key)
                     break
 
+    def wake_first(self, keys: Sequence[tuple[BudgetKey, int]]) -> None:
+        """:meth:`wake_one` for ``(key, units)`` pairs, without a generator per call."""
+        queues = self._queues
+        if not queues:
+            return
+        for key, _ in keys:
+            queue = queues.get(key)
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_result(key)
+                    break
+
     def handed_on(self, admission: Admission, woken_by: BudgetKey | None) -> None:
         """After a refusal: pass on a wake-up this caller cannot use."""
         if woken_by is not None and woken_by not in admission.blocked_by:
@@ -195,13 +208,22 @@ class MemoryBackend:
         )
         #: The state last used, for statistics read outside the loop.
         self._last: _LoopState = _LoopState()
+        #: The loop ``_last`` belongs to (weakly: a closed loop may go).
+        self._last_loop: weakref.ReferenceType[asyncio.AbstractEventLoop] | None = None
 
     def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
+        # Nearly every call comes from the loop used last: a weak reference to it
+        # answers that without the WeakKeyDictionary lookup (hot path, several
+        # times per call before).
+        last = self._last_loop
+        if last is not None and last() is loop:
+            return self._last
         state = self._loops.get(loop)
         if state is None:
             state = self._loops[loop] = _LoopState()
         self._last = state
+        self._last_loop = weakref.ref(loop)
         return state
 
     def _current(self) -> _LoopState:
@@ -222,12 +244,22 @@ class MemoryBackend:
     async def reserve(self, portal: str, config: BucketConfig, clock: Clock) -> Reservation:
         return await self._bucket(portal, config).reserve()
 
+    def try_reserve(self, portal: str, config: BucketConfig) -> Reservation | None:
+        """A free slot in ``portal``'s bucket at once, or None: then :meth:`reserve`.
+
+        The scheduler's synchronous fast path (no coroutine when nobody waits).
+        """
+        return self._bucket(portal, config).try_reserve()
+
     async def rate_limited(
         self, portal: str, config: BucketConfig, reservation: Reservation, clock: Clock
     ) -> None:
         self._bucket(portal, config).rate_limited(reservation)
 
     async def succeeded(self, portal: str, config: BucketConfig, clock: Clock) -> None:
+        self.succeeded_now(portal, config)
+
+    def succeeded_now(self, portal: str, config: BucketConfig) -> None:
         self._bucket(portal, config).succeeded()
 
     def bucket_statistics(self, portal: str) -> BucketStatistics | None:
@@ -250,9 +282,17 @@ class MemoryBackend:
     # Nothing below awaits between reading and writing a KeyState, so on one
     # event loop every decision is atomic without a lock.
 
-    def _states(self, keys: Sequence[tuple[BudgetKey, int]]) -> dict[BudgetKey, KeyState]:
-        budgets = self._state().budgets
-        return {key: budgets.setdefault(key, KeyState()) for key, _ in keys}
+    @staticmethod
+    def _budgets(
+        state: _LoopState, keys: Sequence[tuple[BudgetKey, int]]
+    ) -> dict[BudgetKey, KeyState]:
+        # The loop's own dict, every key present: budget.py only indexes it by
+        # ``keys``, so no per-call dict of just those keys is built (hot path).
+        budgets = state.budgets
+        for key, _ in keys:
+            if key not in budgets:
+                budgets[key] = KeyState()
+        return budgets
 
     async def try_admit(
         self,
@@ -263,13 +303,25 @@ class MemoryBackend:
         *,
         woken_by: BudgetKey | None = None,
     ) -> Admission:
-        admission = try_admit(self._states(keys), ticket, keys, rules, clock.time())
-        waiters = self._state().waiters
+        return self.admit_now(ticket, keys, rules, clock, woken_by=woken_by)
+
+    def admit_now(
+        self,
+        ticket: str,
+        keys: Sequence[tuple[BudgetKey, int]],
+        rules: BudgetRules,
+        clock: Clock,
+        *,
+        woken_by: BudgetKey | None = None,
+    ) -> Admission:
+        """:meth:`try_admit` without a coroutine (the scheduler's fast path)."""
+        state = self._state()
+        admission = try_admit(self._budgets(state, keys), ticket, keys, rules, clock.time())
         if admission.admitted:
             # There may be room for the next one too: let it look.
-            waiters.wake_one(key for key, _ in keys)
+            state.waiters.wake_first(keys)
         else:
-            waiters.handed_on(admission, woken_by)
+            state.waiters.handed_on(admission, woken_by)
         return admission
 
     async def wait_budget(
@@ -287,8 +339,20 @@ class MemoryBackend:
         rules: BudgetRules,
         clock: Clock,
     ) -> None:
-        settle(self._states(keys), ticket, keys, settlement, rules, clock.time())
-        self._state().waiters.wake_one(key for key, _ in keys)
+        self.settle_now(ticket, keys, settlement, rules, clock)
+
+    def settle_now(
+        self,
+        ticket: str,
+        keys: Sequence[tuple[BudgetKey, int]],
+        settlement: Settlement,
+        rules: BudgetRules,
+        clock: Clock,
+    ) -> None:
+        """:meth:`settle` without a coroutine (the scheduler's fast path)."""
+        state = self._state()
+        settle(self._budgets(state, keys), ticket, keys, settlement, rules, clock.time())
+        state.waiters.wake_first(keys)
 
     def budget_statistics(self, key: BudgetKey) -> BudgetStatistics | None:
         state = self._current().budgets.get(key)

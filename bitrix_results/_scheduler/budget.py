@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Literal
 
 import msgspec
@@ -102,6 +103,9 @@ class Flight(msgspec.Struct, array_like=True):
     expires: float
 
 
+_UNITS = attrgetter("units")
+
+
 class KeyState(msgspec.Struct, kw_only=True):
     """Everything known about one budget key. Mutable; owned by a backend."""
 
@@ -143,12 +147,17 @@ class KeyState(msgspec.Struct, kw_only=True):
 
     @property
     def in_flight_units(self) -> int:
-        return sum(flight.units for flight in self.flights.values())
+        # map + attrgetter sums in C: this runs on every admission (hot path).
+        return sum(map(_UNITS, self.flights.values()))
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
+class Admission(msgspec.Struct, frozen=True, gc=False):
     """The answer of :func:`try_admit`."""
+
+    # A frozen msgspec Struct rather than a frozen dataclass, like Settlement:
+    # one of each is made per call (hot path), and a frozen dataclass's
+    # __init__ (object.__setattr__ per field) costs about 1 us against 0.2 us.
+    # gc=False: it holds only numbers and tuples of strings, never a cycle.
 
     admitted: bool
     #: When to ask again (wall time); ``math.inf``: when a key's state changes.
@@ -161,8 +170,7 @@ class Admission:
     blocked_by: tuple[BudgetKey, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Settlement:
+class Settlement(msgspec.Struct, frozen=True, gc=False):
     """How an admitted call ended, for :func:`settle`."""
 
     #: replied: a success with its time block. failed: not executed, or unknown.
@@ -181,6 +189,13 @@ class _Verdict:
     retry_at: float = math.inf
     hold: float | None = None
     on_change: bool = True
+
+
+# The verdicts without a time, made once: _verdict runs on every admission
+# (hot path), and a frozen verdict can be shared.
+_ADMIT = _Verdict(admit=True)
+_ADMIT_PROBE = _Verdict(admit=True, probe=True)
+_REFUSE = _Verdict(admit=False)
 
 
 def merge_keys(keys: Iterable[tuple[BudgetKey, int]]) -> tuple[tuple[BudgetKey, int], ...]:
@@ -206,10 +221,16 @@ def try_admit(
     them has room. Admitting registers the call's units in flight on each key.
     A refusal may start a hold (recorded in the state).
     """
-    verdicts = [
-        (states[key], units, _verdict(states[key], units, rules, now)) for key, units in keys
-    ]
-    if all(verdict.admit for _, _, verdict in verdicts):
+    # A plain loop rather than a comprehension and all(generator): fewer
+    # temporary objects per admission (hot path).
+    verdicts = []
+    admit = True
+    for key, units in keys:
+        state = states[key]
+        verdict = _verdict(state, units, rules, now)
+        admit = admit and verdict.admit
+        verdicts.append((state, units, verdict))
+    if admit:
         for state, units, verdict in verdicts:
             state.flights[ticket] = Flight(units=units, expires=now + lease)
             if verdict.probe:
@@ -236,25 +257,25 @@ def _verdict(state: KeyState, units: int, rules: BudgetRules, now: float) -> _Ve
         if now < state.held_until:
             return _Verdict(admit=False, retry_at=state.held_until, on_change=False)
         # The hold is over: one probe learns the new total, the rest wait for it.
-        return _Verdict(admit=True, probe=True) if state.probe is None else _Verdict(admit=False)
+        return _ADMIT_PROBE if state.probe is None else _REFUSE
     if state.tracked is None:
         # Nothing known yet (first call, or no reply so far): one call at a time
         # until a reply says whether the portal reports operating at all. Without
         # this, a 1000-way gather would all be admitted blind.
-        return _Verdict(admit=True, probe=True) if not state.flights else _Verdict(admit=False)
+        return _ADMIT_PROBE if not state.flights else _REFUSE
     if state.tracked is False:
-        return _Verdict(admit=True)
+        return _ADMIT
     total = state.total if state.total is not None else 0.0
     cost = state.cost_bound
     if cost is None:
         # Total known, cost not yet: one call at a time. With nothing in flight
         # our total is exact, and the portal admits at total <= L (facts §2.2).
         if state.flights:
-            return _Verdict(admit=False)
+            return _REFUSE
         if total <= rules.limit:
-            return _Verdict(admit=True)
+            return _ADMIT
     elif total + (state.in_flight_units + units) * cost <= rules.limit:
-        return _Verdict(admit=True)
+        return _ADMIT
     # No room as far as we know.
     reset_deadline = None
     if state.reset_at is not None:
@@ -262,9 +283,7 @@ def _verdict(state: KeyState, units: int, rules: BudgetRules, now: float) -> _Ve
         if now >= reset_deadline:
             # A basket expired since our total was reported: it is stale (too
             # high). One probe finds the real one.
-            return (
-                _Verdict(admit=True, probe=True) if state.probe is None else _Verdict(admit=False)
-            )
+            return _ADMIT_PROBE if state.probe is None else _REFUSE
     if state.flights:
         # Their replies will tell us more; wait for them (or for the reset).
         return _Verdict(admit=False, retry_at=reset_deadline or math.inf)
@@ -274,9 +293,11 @@ def _verdict(state: KeyState, units: int, rules: BudgetRules, now: float) -> _Ve
 
 def _expire_flights(state: KeyState, now: float) -> None:
     # Only a crashed process leaves a flight behind (memory flights never expire).
-    expired = [ticket for ticket, flight in state.flights.items() if flight.expires <= now]
-    for ticket in expired:
-        del state.flights[ticket]
+    flights = state.flights
+    if flights:
+        expired = [ticket for ticket, flight in flights.items() if flight.expires <= now]
+        for ticket in expired:
+            del flights[ticket]
     if state.probe is not None and state.probe not in state.flights:
         state.probe = None
 

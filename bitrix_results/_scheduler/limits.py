@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 __all__ = ["Limits"]
@@ -27,8 +28,8 @@ class Limits:
             raise ValueError(f"burst: must be a positive int, got {self.burst!r}")
         for name in ("drain_per_second", "operating_limit", "operating_window"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ValueError(f"{name}: must be a positive number, got {value!r}")
+            if not _positive_finite(value):
+                raise ValueError(f"{name}: must be a positive finite number, got {value!r}")
 
     @classmethod
     def standard(cls) -> Limits:
@@ -47,11 +48,18 @@ class Limits:
         every time span (the window, and the budget, which is seconds of
         execution) is divided by it. The burst is a count and does not change.
         """
-        if isinstance(factor, bool) or not isinstance(factor, int | float) or factor <= 0:
-            raise ValueError(f"factor: must be a positive number, got {factor!r}")
+        if not _positive_finite(factor):
+            raise ValueError(f"factor: must be a positive finite number, got {factor!r}")
         return replace(
             self,
             drain_per_second=self.drain_per_second * factor,
             operating_limit=self.operating_limit / factor,
             operating_window=self.operating_window / factor,
         )
+
+
+def _positive_finite(value: object) -> bool:
+    """A real number > 0 and not inf or NaN (NaN compares false to everything)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and value > 0

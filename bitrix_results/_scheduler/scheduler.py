@@ -6,9 +6,9 @@ One logical call, start to finish::
           ▲                                                         │
           └────────── retry (safe, or ambiguous + idempotent) ◄─────┘
 
-- **Concurrency + budget**: take one of ``concurrency`` slots (an anyio
-  ``CapacityLimiter``), then ask the budget to admit the call on every
-  operating-budget key (``call.budget_keys()``, per credential; ``budget.py``).
+- **Concurrency + budget**: take one of ``concurrency`` slots (``_Slots``, a
+  first-come, first-served semaphore), then ask the budget to admit the call on
+  every operating-budget key (``call.budget_keys()``, per credential; ``budget.py``).
   Refused, the call gives its slot back while it waits, so a held key holds
   only the calls that use it; admitted, it keeps the slot, so calls admitted
   but not yet answered are bounded by ``concurrency``.
@@ -30,18 +30,15 @@ import itertools
 import random
 import uuid
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from types import MappingProxyType
-
-import anyio
 
 from .._transport.types import Call, Reply, Transport
 from ..errors import ExpiredTokenError, OperatingLimitError, OutcomeUnknownError, RateLimitError
-from .backends import Backend, default_backend
+from .backends import Backend, MemoryBackend, default_backend
 from .bucket import DEFAULT_HEADROOM, BucketConfig
-from .budget import BudgetKey, BudgetRules, Settlement, merge_keys
+from .budget import Admission, BudgetKey, BudgetRules, Settlement, merge_keys
 from .clock import Clock, SystemClock
 from .limits import Limits
 from .retry import (
@@ -60,13 +57,66 @@ __all__ = ["Scheduler"]
 
 _FAILED = Settlement("failed")
 _OPERATING_LIMIT = Settlement("operating_limit")
+#: Merged budget keys cached per (credential, budget); bounded so that callers of
+#: ``client.call`` with ever-new method names cannot grow it without end.
+_KEYS_CACHE_SIZE = 1024
 
 
-@dataclass
 class _Progress:
     """Per logical call: seconds spent queueing (pacing), which is not failing."""
 
-    queued: float = 0.0
+    # A plain slotted class, not a dataclass: one is made per call (hot path).
+    __slots__ = ("queued",)
+
+    def __init__(self) -> None:
+        self.queued = 0.0
+
+
+class _Slots:
+    """``n`` concurrency slots for one event loop, handed out first come, first served.
+
+    Like ``asyncio.Semaphore`` (and anyio's ``CapacityLimiter``, used before),
+    plus :meth:`try_take`, so the scheduler can take a free slot without
+    creating a coroutine. Unlike anyio's limiter, taking a free slot does not
+    cost an event-loop turn (anyio runs a cancel-shielded checkpoint on every
+    acquire). A released slot goes straight to the first waiter, so a newcomer
+    cannot overtake those already waiting.
+    """
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, n: int) -> None:
+        self._free = n
+        # Invariant: while anyone waits, no slot is free (give() hands over).
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def try_take(self) -> bool:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        if self.try_take():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                # Handed a slot, but cancelled before we could use it: pass it on.
+                self.give()
+            raise
+
+    def give(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():  # a cancelled waiter is skipped
+                waiter.set_result(None)
+                return
+        self._free += 1
 
 
 class Scheduler:
@@ -101,6 +151,10 @@ class Scheduler:
             raise ValueError(f"headroom: must be a non-negative int, got {headroom!r}")
         self._limits = limits
         self._backend: Backend = backend if backend is not None else default_backend()
+        # The memory backend (exactly that class, not a subclass that may override
+        # its async methods) is driven through its synchronous twins: no coroutine
+        # per step, no await between deciding and acting (hot path).
+        self._memory = self._backend if type(self._backend) is MemoryBackend else None
         self._concurrency = concurrency
         # Never below one slot, so a tiny test burst still works with the default headroom.
         self._bucket = BucketConfig(
@@ -110,10 +164,18 @@ class Scheduler:
         self._retry = retry if retry is not None else RetryPolicy()
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._rng = random.Random()
-        # anyio limiters bind to the event loop they are first used on.
-        self._limiters: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, anyio.CapacityLimiter
-        ] = weakref.WeakKeyDictionary()
+        # Slots (their futures) bind to the event loop they are first used on. The
+        # last loop's slots are cached (with a weak reference to the loop, so
+        # a closed loop can still go): the loop rarely changes, and a
+        # WeakKeyDictionary lookup on every call costs about a microsecond.
+        self._limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Slots] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._limiter_loop: weakref.ReferenceType[asyncio.AbstractEventLoop] | None = None
+        self._limiter_last: _Slots | None = None
+        # (credential, call.budget or call.method) -> merged budget keys: the
+        # same few shapes recur on every call, so merge them once (hot path).
+        self._merged: dict[tuple[str, object], tuple[tuple[BudgetKey, int], ...]] = {}
         # Tickets name a call in flight in shared (Redis) state: unique per process.
         self._prefix = uuid.uuid4().hex[:12]
         self._tickets = itertools.count(1)
@@ -168,10 +230,16 @@ class Scheduler:
         """
         portal = transport.portal
         credential = transport.credential
-        keys = merge_keys(((credential, method), units) for method, units in call.budget_keys())
+        shape = (credential, call.budget or call.method)
+        keys = self._merged.get(shape)
+        if keys is None:
+            keys = merge_keys(((credential, method), units) for method, units in call.budget_keys())
+            if len(self._merged) >= _KEYS_CACHE_SIZE:
+                self._merged.clear()
+            self._merged[shape] = keys
+            for key, _ in keys:
+                self._keys.setdefault(key)
         self._portals.setdefault(portal)
-        for key, _ in keys:
-            self._keys.setdefault(key)
         clock = self._clock
         policy = self._retry
         started = clock.monotonic()
@@ -191,7 +259,9 @@ class Scheduler:
                     await transport.refresh_auth(expired)
                     expired = None
                     refreshing = False
-                return await self._attempt(call, transport, portal, keys, progress)
+                return await self._attempt(
+                    call, transport, portal, keys, progress, retrying=attempts > 1
+                )
             except Exception as exc:
                 failure = exc
             # One decision table (retry.py): what this failure says about the call.
@@ -227,24 +297,40 @@ class Scheduler:
         portal: str,
         keys: Sequence[tuple[BudgetKey, int]],
         progress: _Progress,
+        *,
+        retrying: bool = False,
     ) -> Reply:
         backend = self._backend
+        memory = self._memory
         clock = self._clock
         ticket = f"{self._prefix}-{next(self._tickets)}"
-        limiter = self._limiter()
-        # A fresh borrower per attempt: anyio allows one token per borrower, and
-        # a task may run several executes (or nest one in a transport).
-        borrower = object()
-        await self._admit(ticket, keys, limiter, borrower, progress)
+        slots = self._limiter()
+        if memory is not None and not retrying and slots.try_take():
+            # Fast path (memory backend, a slot free): admit without awaiting, so
+            # no coroutine is created for it. Same decision as _admit's first turn.
+            try:
+                admission = memory.admit_now(ticket, keys, self._rules, clock)
+            except BaseException:
+                slots.give()
+                raise
+            if not admission.admitted:
+                slots.give()
+                await self._admit(ticket, keys, slots, progress, refused=admission)
+        else:
+            await self._admit(ticket, keys, slots, progress, retrying=retrying)
         self._in_flight += 1
         settlement = _FAILED
         cancelled = False
         try:
-            reservation = await backend.reserve(portal, self._bucket, clock)
-            if reservation.waited > 0:
-                self._bucket_waits += 1
-                self._bucket_wait_seconds += reservation.waited
-                progress.queued += reservation.waited
+            # The memory bucket hands out a free slot without a coroutine; only a
+            # full bucket (or another backend) needs to wait in line.
+            reservation = None if memory is None else memory.try_reserve(portal, self._bucket)
+            if reservation is None:
+                reservation = await backend.reserve(portal, self._bucket, clock)
+                if reservation.waited > 0:
+                    self._bucket_waits += 1
+                    self._bucket_wait_seconds += reservation.waited
+                    progress.queued += reservation.waited
             self._sent += 1
             try:
                 reply = await transport.send(call)
@@ -262,65 +348,100 @@ class Scheduler:
                 settlement = _OPERATING_LIMIT
                 raise
             settlement = Settlement("replied", reply.time, reply.replayed)
-            await backend.succeeded(portal, self._bucket, clock)
+            if memory is not None:
+                memory.succeeded_now(portal, self._bucket)
+            else:
+                await backend.succeeded(portal, self._bucket, clock)
             return reply
         except asyncio.CancelledError:
             cancelled = True
             raise
         finally:
             self._in_flight -= 1
-            limiter.release_on_behalf_of(borrower)
-            settling = backend.settle(ticket, keys, settlement, self._rules, clock)
-            if cancelled:
-                # Settle even when cancelled, or the units stay in flight (with
-                # Redis, until the lease runs out); shielded from a second cancel.
-                await asyncio.shield(settling)
+            slots.give()
+            if memory is not None:
+                # Synchronous: nothing to shield, and no coroutine per call.
+                memory.settle_now(ticket, keys, settlement, self._rules, clock)
             else:
-                await settling
+                settling = backend.settle(ticket, keys, settlement, self._rules, clock)
+                if cancelled:
+                    # Settle even when cancelled, or the units stay in flight (with
+                    # Redis, until the lease runs out); shielded from a second cancel.
+                    await asyncio.shield(settling)
+                else:
+                    await settling
 
     async def _admit(
         self,
         ticket: str,
         keys: Sequence[tuple[BudgetKey, int]],
-        limiter: anyio.CapacityLimiter,
-        borrower: object,
+        slots: _Slots,
         progress: _Progress,
+        *,
+        refused: Admission | None = None,
+        retrying: bool = False,
     ) -> None:
-        """Return holding a concurrency slot, with ``ticket`` admitted on every key."""
+        """Return holding a concurrency slot, with ``ticket`` admitted on every key.
+
+        ``refused``: the fast path's refusal (taken without holding a slot now),
+        to wait on before asking again.
+        """
         clock = self._clock
+        memory = self._memory
         budget_waited = 0.0
         refusals = 0
         woken_by: BudgetKey | None = None
+        admission = refused
         while True:
-            before = clock.monotonic()
-            await limiter.acquire_on_behalf_of(borrower)
-            progress.queued += clock.monotonic() - before
-            try:
-                admission = await self._backend.try_admit(
-                    ticket, keys, self._rules, clock, woken_by=woken_by
-                )
-            except BaseException:
-                limiter.release_on_behalf_of(borrower)
-                raise
-            if admission.admitted:
-                break
-            # Wait without the slot: a held key must not starve the others.
-            limiter.release_on_behalf_of(borrower)
+            if admission is None:
+                before = clock.monotonic()
+                await slots.take()
+                if retrying or refusals:
+                    # One event-loop turn after taking the slot, as anyio's
+                    # limiter took (used before), for a retry or a call woken
+                    # from a budget wait: the order in which they re-ask the
+                    # budget stays as it was (it decides which call probes a
+                    # held key, and so whether one call is refused again and
+                    # again). A first attempt skips it: a loop turn per call.
+                    await asyncio.sleep(0)
+                progress.queued += clock.monotonic() - before
+                try:
+                    if memory is not None:
+                        admission = memory.admit_now(
+                            ticket, keys, self._rules, clock, woken_by=woken_by
+                        )
+                    else:
+                        admission = await self._backend.try_admit(
+                            ticket, keys, self._rules, clock, woken_by=woken_by
+                        )
+                except BaseException:
+                    slots.give()
+                    raise
+                if admission.admitted:
+                    break
+                # Wait without the slot: a held key must not starve the others.
+                slots.give()
             refusals += 1
             before = clock.monotonic()
             woken_by = await self._backend.wait_budget(admission, clock, attempt=refusals)
             budget_waited += clock.monotonic() - before
+            admission = None
         if refusals:
             self._budget_waits += 1
             self._budget_wait_seconds += budget_waited
             progress.queued += budget_waited
 
-    def _limiter(self) -> anyio.CapacityLimiter:
+    def _limiter(self) -> _Slots:
         loop = asyncio.get_running_loop()
-        limiter = self._limiters.get(loop)
-        if limiter is None:
-            limiter = self._limiters[loop] = anyio.CapacityLimiter(self._concurrency)
-        return limiter
+        cached = self._limiter_loop
+        if cached is not None and cached() is loop and self._limiter_last is not None:
+            return self._limiter_last
+        slots = self._limiters.get(loop)
+        if slots is None:
+            slots = self._limiters[loop] = _Slots(self._concurrency)
+        self._limiter_loop = weakref.ref(loop)
+        self._limiter_last = slots
+        return slots
 
     # -- statistics ---------------------------------------------------------------
 
