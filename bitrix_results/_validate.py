@@ -15,12 +15,25 @@ __all__ = ["new_result", "non_negative_int", "positive_int", "text"]
 
 # Idempotency keys: 1-255 printable ASCII characters (facts §4.1).
 _KEY_MAX = 255
+# Wrong string values are quoted in messages up to this many characters.
+_SHOWN_MAX = 40
+
+
+def _shown(value: object) -> str:
+    """What a wrong value was, for a message: a string's repr (``'12a'``), else its type.
+
+    Other values are named by type only: a large or secret-bearing object is not
+    printed whole. Strings are cut short.
+    """
+    if isinstance(value, str):
+        return repr(value if len(value) <= _SHOWN_MAX else value[:_SHOWN_MAX] + "...")
+    return type(value).__name__
 
 
 def positive_int(field: str, value: object) -> int:
     # bool is an int subclass; True is not a task id.
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInputError(field, f"must be a positive int, got {type(value).__name__}")
+        raise InvalidInputError(field, f"must be a positive int, got {_shown(value)}")
     if value <= 0:
         raise InvalidInputError(field, f"must be a positive int, got {value}")
     return value
@@ -28,7 +41,7 @@ def positive_int(field: str, value: object) -> int:
 
 def non_negative_int(field: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInputError(field, f"must be an int >= 0, got {type(value).__name__}")
+        raise InvalidInputError(field, f"must be an int >= 0, got {_shown(value)}")
     if value < 0:
         raise InvalidInputError(field, f"must be an int >= 0, got {value}")
     return value

@@ -12,6 +12,8 @@ import csv
 import json
 import math
 import os
+import re
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -21,6 +23,7 @@ from typing import IO, Any
 import anyio
 import msgspec
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -56,12 +59,22 @@ def _print_json(value: object) -> None:
 
 # -- reading import files -----------------------------------------------------------
 
+# An integer as a CSV cell or a JSON string holds it: ASCII digits only ("²" is a
+# digit to str.isdigit but not to int).
+_INT = re.compile(r"\s*[+-]?[0-9]+\s*")
+#: Unreadable rows listed on stderr one by one; the rest are only counted.
+_MAX_LISTED = 20
+
 
 class _Rows:
     """Items read lazily from a JSONL or CSV file (``task_id,text[,key]``).
 
-    Rows that cannot be read at all are kept aside with their line number and
-    counted as failures; they are never silently dropped.
+    Both are read as UTF-8, with or without the byte-order mark Excel writes.
+    Rows that cannot be read at all (not JSON, not an object, a CSV row with
+    more or fewer fields than the header) are kept aside with their line number
+    and counted as failures; they are never silently dropped or truncated. A
+    file that is not UTF-8 text, or not CSV at all, is an error for the whole
+    file, found by :meth:`count` before anything is sent.
     """
 
     def __init__(self, path: Path) -> None:
@@ -70,38 +83,102 @@ class _Rows:
         self.csv = path.suffix.lower() == ".csv"
 
     def count(self) -> int:
-        return sum(1 for _ in self._raw())
+        """The number of readable rows; reads the whole file, so it finds file errors."""
+        return sum(1 for _, row in self._records() if not isinstance(row, str))
 
-    def _raw(self) -> Iterator[tuple[int, Any]]:
-        with self.path.open(newline="", encoding="utf-8") as fh:
-            if self.csv:
-                reader = csv.DictReader(fh)
-                missing = {"task_id", "text"} - set(reader.fieldnames or ())
-                if missing:
-                    raise InvalidInputError(
-                        "file", f"CSV header must name task_id and text (missing {sorted(missing)})"
-                    )
-                for row in reader:
-                    yield reader.line_num, row
+    def _records(self) -> Iterator[tuple[int, dict[str, Any] | str]]:
+        """``(line, row)`` for every non-blank row; ``row`` is the reason if unreadable."""
+        try:
+            with self.path.open(newline="", encoding="utf-8-sig") as fh:
+                yield from self._csv(fh) if self.csv else self._jsonl(fh)
+        except UnicodeDecodeError:
+            raise InvalidInputError(
+                "file", f"{self.path} is not UTF-8 text ({_first_bad_byte(self.path)})"
+            ) from None
+        except OSError as exc:
+            raise InvalidInputError("file", f"cannot read {self.path}: {_os_reason(exc)}") from None
+
+    def _jsonl(self, fh: IO[str]) -> Iterator[tuple[int, dict[str, Any] | str]]:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except (ValueError, RecursionError) as exc:
+                yield number, f"not JSON ({exc})"
+                continue
+            if isinstance(row, dict):
+                yield number, row
             else:
-                for number, line in enumerate(fh, 1):
-                    if line.strip():
-                        yield number, line
+                yield (
+                    number,
+                    f"a row must be a JSON object with task_id and text, got {type(row).__name__}",
+                )
+
+    def _csv(self, fh: IO[str]) -> Iterator[tuple[int, dict[str, Any] | str]]:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader, None)
+            names = [name.strip() for name in header or ()]
+            missing = [name for name in ("task_id", "text") if name not in names]
+            if missing:
+                raise InvalidInputError(
+                    "file", f"CSV header must name task_id and text (missing {missing})"
+                )
+            if len(set(names)) != len(names):
+                raise InvalidInputError("file", f"CSV header names a column twice: {names}")
+            while True:
+                # A quoted field may span lines: a row starts after the previous one.
+                number = reader.line_num + 1
+                fields = next(reader, None)
+                if fields is None:
+                    return
+                if not any(field.strip() for field in fields):
+                    continue  # a blank line, or a row of empty cells
+                if len(fields) != len(names):
+                    yield (
+                        number,
+                        f"{len(fields)} fields where the header has {len(names)} "
+                        f"({', '.join(names)})",
+                    )
+                    continue
+                yield number, dict(zip(names, fields, strict=True))
+        except csv.Error as exc:
+            raise InvalidInputError(
+                "file", f"{self.path} line {reader.line_num} is not valid CSV: {exc}"
+            ) from None
 
     def __iter__(self) -> Iterator[NewResult]:
-        for number, raw in self._raw():
-            try:
-                row = raw if self.csv else json.loads(raw)
-                if not isinstance(row, dict):
-                    raise ValueError("a row must be an object with task_id and text")
-            except ValueError as exc:
-                self.unreadable.append((number, str(exc)))
+        self.unreadable = []
+        for number, row in self._records():
+            if isinstance(row, str):
+                self.unreadable.append((number, row))
                 continue
             task_id = row.get("task_id")
-            if isinstance(task_id, str) and task_id.strip().isdigit():
+            if isinstance(task_id, str) and _INT.fullmatch(task_id):
                 task_id = int(task_id)
-            key = row.get("key") or None
-            yield NewResult(task_id, row.get("text"), str(key) if key is not None else None)  # type: ignore[arg-type]
+            key = row.get("key")
+            if key == "":
+                key = None
+            elif isinstance(key, int) and not isinstance(key, bool):
+                key = str(key)
+            # Wrong types go through as they are: the bulk checks name the field.
+            yield NewResult(task_id, row.get("text"), key)  # type: ignore[arg-type]
+
+
+def _first_bad_byte(path: Path) -> str:
+    """Where a file stops being UTF-8, as ``line N: byte 0xE9``."""
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"line {number}: byte {raw[exc.start]:#04x}; save it as UTF-8"
+    return "save it as UTF-8"
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
 
 
 # -- summaries ---------------------------------------------------------------------------
@@ -152,13 +229,13 @@ async def _import(
     client: ResultsClient,
     rows: _Rows,
     *,
+    total: int,
     batch: bool,
     journal: str | None,
     concurrency: int | None,
     failures: Path | None,
     show_progress: bool,
 ) -> BulkReport:
-    total = rows.count()
     with Progress(
         TextColumn("[bold]importing"),
         BarColumn(),
@@ -177,22 +254,42 @@ async def _import(
             rows, batch=batch, journal=journal, concurrency=concurrency, on_progress=progress
         )
     if failures is not None:
-        _write_failures(failures, report.outcomes, rows.unreadable)
+        if report.failed:
+            _write_failures(failures, report.outcomes)
+        else:
+            await anyio.Path(failures).unlink(missing_ok=True)  # stale, from an earlier run
     return report
 
 
-def _write_failures(
-    path: Path, outcomes: Sequence[Outcome], unreadable: list[tuple[int, str]]
-) -> None:
-    """Failed items as JSONL the user can fix and import again."""
+def _failures_path(source: Path) -> Path:
+    """``X.csv`` -> ``X.csv.failed.jsonl``: X.csv and X.jsonl do not overwrite each other."""
+    return source.with_name(source.name + ".failed.jsonl")
+
+
+def _write_failures(path: Path, outcomes: Sequence[Outcome]) -> None:
+    """Failed items as JSONL the user can fix and import again.
+
+    Each line is an importable row (``task_id``, ``text``, ``key``) plus an
+    ``error`` field, which the importer ignores.
+    """
     with path.open("w", encoding="utf-8") as fh:
         for o in outcomes:
             if o.status == "failed":
-                row = {"task_id": o.item.task_id, "text": o.item.text, "key": o.item.key}
-                row["error"] = f"{type(o.error).__name__}: {o.error}"
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        for line, reason in unreadable:
-            fh.write(json.dumps({"line": line, "error": f"unreadable row: {reason}"}) + "\n")
+                row = {
+                    "task_id": o.item.task_id,
+                    "text": o.item.text,
+                    "key": o.item.key,
+                    "error": f"{type(o.error).__name__}: {o.error}",
+                }
+                fh.write(json.dumps(row, ensure_ascii=False, default=repr) + "\n")
+
+
+def _list_unreadable(source: Path, unreadable: Sequence[tuple[int, str]]) -> None:
+    """The rows that could not be read, on stderr: the first few, then a count."""
+    for line, reason in unreadable[:_MAX_LISTED]:
+        _err.print(escape(f"{source.name} line {line}: unreadable row: {reason}"), soft_wrap=True)
+    if len(unreadable) > _MAX_LISTED:
+        _err.print(f"... and {len(unreadable) - _MAX_LISTED} more unreadable rows")
 
 
 # -- commands ------------------------------------------------------------------------
@@ -230,27 +327,45 @@ async def _cmd_list(args: argparse.Namespace) -> int:
 
 async def _cmd_import(args: argparse.Namespace) -> int:
     path = Path(args.file)
-    if not await anyio.Path(path).is_file():
+    if not await anyio.Path(path).exists():
         raise InvalidInputError("file", f"no such file: {path}")
+    if not await anyio.Path(path).is_file():
+        raise InvalidInputError("file", f"not a file: {path}")
     rows = _Rows(path)
-    failures = Path(args.failures) if args.failures else path.with_suffix(".failed.jsonl")
+    failures = Path(args.failures) if args.failures else _failures_path(path)
+    if await anyio.Path(failures).exists() and await anyio.Path(failures).samefile(path):
+        raise InvalidInputError("failures", "must not be the file being imported")
     limits = _limits(args)
+    # The whole file is read once before anything is sent: an undecodable or
+    # malformed file stops here, with nothing created.
+    total = rows.count()
     async with _client(args) as client:
         report = await _import(
             client,
             rows,
+            total=total,
             batch=args.batch,
             journal=args.journal,
             concurrency=args.concurrency,
             failures=failures,
             show_progress=not args.quiet,
         )
+    _list_unreadable(path, rows.unreadable)
     _out.print(_summary(report, limits, len(rows.unreadable), f"import {path.name}"))
-    if report.failed or rows.unreadable:
-        _out.print(f"failed rows written to {failures}; fix them and import that file again")
-        return 1
-    failures.unlink(missing_ok=True)
-    return 0
+    if report.failed:
+        _out.print(
+            escape(f"failed rows written to {failures}; fix them and import that file again"),
+            soft_wrap=True,
+        )
+    if rows.unreadable:
+        _out.print(
+            escape(
+                f"{len(rows.unreadable)} unreadable rows of {path.name} were not imported "
+                "(listed on stderr); fix them and import them again"
+            ),
+            soft_wrap=True,
+        )
+    return 1 if report.failed or rows.unreadable else 0
 
 
 async def _cmd_export(args: argparse.Namespace) -> int:
@@ -329,6 +444,7 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
                     report = await _import(
                         client,
                         rows,
+                        total=rows.count(),
                         batch=batch,
                         journal=None,
                         concurrency=None,
@@ -351,6 +467,27 @@ async def _cmd_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scale(text: str) -> float:
+    """``--scale``: a positive, finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bitrix-results", description="Bitrix24 task results from the command line."
@@ -359,7 +496,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--webhook", help="webhook URL (default: $BITRIX_WEBHOOK_URL)")
     common.add_argument("--plan", choices=("standard", "enterprise"), default="standard")
     common.add_argument(
-        "--scale", type=float, default=1.0, help="match a time-compressed fake portal"
+        "--scale", type=_scale, default=1.0, help="match a time-compressed fake portal"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -383,8 +520,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--journal", help="resumable journal file (SQLite)")
     p.add_argument("--batch", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--concurrency", type=int)
-    p.add_argument("--failures", help="where to write failed rows (default FILE.failed.jsonl)")
+    p.add_argument("--concurrency", type=_positive_int)
+    p.add_argument(
+        "--failures",
+        help="where to write failed rows (default FILE.failed.jsonl: data.csv.failed.jsonl)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_cmd_import)
     p = sub.add_parser("export", parents=[common], help="results of many tasks as JSONL/CSV")
@@ -395,28 +535,49 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--legacy", action="store_true", help="use the REST v2 method")
     p.set_defaults(run=_cmd_export)
     p = sub.add_parser("demo", help="import into a built-in fake portal and show the pacing")
-    p.add_argument("--items", type=int, default=2000)
+    p.add_argument("--items", type=_positive_int, default=2000)
     p.add_argument("--plan", choices=("standard", "enterprise"), default="standard")
-    p.add_argument("--scale", type=float, default=100.0)
+    p.add_argument("--scale", type=_scale, default=100.0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_cmd_demo)
     p = sub.add_parser("emulator", help="serve a fake portal for manual testing")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8024)
     p.add_argument("--plan", choices=("standard", "enterprise"), default="standard")
-    p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--scale", type=_scale, default=1.0)
     p.set_defaults(run=_cmd_emulator)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """Run the command line; the exit status: 0 ok, 1 some items failed, 2 an error."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:
+        # argparse has printed the usage and an ``error: ...`` line (or the help).
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         code: int = anyio.run(args.run, args)
     except BitrixError as exc:
-        _err.print(f"[red]error:[/] {exc}")
+        _error(str(exc))
+        return 2
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        _error(f"{_os_reason(exc)}{where}")
+        return 2
+    except sqlite3.Error as exc:
+        # The journal is the only SQLite file the CLI opens.
+        _error(f"journal: {exc}")
+        return 2
+    except ValueError as exc:
+        # Bad input found below the CLI: a journal of another input, a number out of range.
+        _error(str(exc) or type(exc).__name__)
         return 2
     except KeyboardInterrupt:
         _err.print("interrupted")
         return 130
     return code
+
+
+def _error(message: str) -> None:
+    _err.print("[red]error:[/] " + escape(message), soft_wrap=True)

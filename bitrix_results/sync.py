@@ -1,9 +1,19 @@
 """The blocking facade: the same methods as :class:`bitrix_results.ResultsClient`, blocking.
 
-The async client runs on an event loop in a private thread (an anyio blocking
-portal), so these methods work from any thread, including one whose own event
-loop is already running (Jupyter, Django async views), where ``asyncio.run``
-would refuse to start.
+Every blocking client in a process runs its async client on ONE shared event
+loop, in a daemon thread started on first use. Sharing the loop means sharing
+the in-memory scheduler state, so any number of blocking clients in one process
+(one per thread, one per job) pace themselves against one leaky bucket per
+portal and one budget per method, as the portal counts them (SPEC §2.1). The
+thread is a daemon: a client that is never closed does not keep the interpreter
+alive.
+
+The methods work from any thread, including one whose own event loop is already
+running (Jupyter, Django async views), where ``asyncio.run`` would refuse to
+start: the caller's loop is never touched, the call blocks that thread until the
+shared loop has the answer. The one place they cannot be called from is the
+shared loop itself (an ``on_progress`` callback, an ``items`` generator): that
+would wait on itself forever, so it raises :class:`RuntimeError` instead.
 
 ::
 
@@ -15,13 +25,22 @@ would refuse to start.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager
+import contextlib
+import os
+import threading
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar
-
-from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from . import client as _async
 from ._scheduler import SchedulerStatistics
@@ -34,20 +53,92 @@ __all__ = ["ResultsClient"]
 P = ParamSpec("P")
 T = TypeVar("T")
 
+_THREAD_NAME = "bitrix_results.sync"
+
+
+class _LoopThread:
+    """An event loop running forever in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._main, name=_THREAD_NAME, daemon=True)
+        self.thread.start()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def alive(self) -> bool:
+        return self.thread.is_alive() and not self.loop.is_closed()
+
+    def is_current(self) -> bool:
+        return threading.current_thread() is self.thread
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop and block the calling thread until it is done."""
+        if not self.alive():
+            coro.close()
+            raise RuntimeError(
+                "the bitrix_results.sync event loop is gone (the process forked or "
+                "is shutting down); create a new client"
+            )
+        if self.is_current():
+            coro.close()
+            raise RuntimeError(
+                "a bitrix_results.sync method was called from the shared event loop thread "
+                "that runs the blocking clients (say, from an on_progress callback or an "
+                "items generator): it would wait for itself forever (deadlock). Use the "
+                "async bitrix_results.ResultsClient there, or call from another thread."
+            )
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            # KeyboardInterrupt while waiting: do not leave the call running on.
+            future.cancel()
+            raise
+
+
+_shared: _LoopThread | None = None
+# Iterators closed from the loop thread itself finish closing here (a strong reference).
+_background: set[asyncio.Task[None]] = set()
+_shared_lock = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    # The child has no loop thread (only the forking thread survives a fork), and the
+    # lock may have been held by another thread at the fork: start afresh.
+    global _shared, _shared_lock
+    _shared = None
+    _shared_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def _shared_loop() -> _LoopThread:
+    """The process's one loop thread, started on first use (and again after a fork)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None or not _shared.alive():
+            _shared = _LoopThread()
+        return _shared
+
 
 class ResultsClient:
     """Blocking client. Build it with :meth:`from_webhook` or :meth:`from_oauth`;
-    use it as a context manager or call :meth:`close`."""
+    use it as a context manager or call :meth:`close`.
+
+    Every blocking client of the process shares one event-loop thread, and with
+    it one rate-limit bucket per portal. One client is safe to share between
+    threads.
+    """
 
     def __init__(self, factory: Callable[[], _async.ResultsClient]) -> None:
-        self._portal_cm: AbstractContextManager[BlockingPortal] = start_blocking_portal()
-        self._portal = self._portal_cm.__enter__()
-        try:
-            # Built on the portal's loop so its locks and session belong to it.
-            self._client = self._portal.call(_build, factory)
-        except BaseException:
-            self._portal_cm.__exit__(None, None, None)
-            raise
+        self._loop = _shared_loop()
+        # Built on the shared loop so its locks, session and scheduler state belong to it.
+        self._client = self._loop.run(_build(factory))
         self._closed = False
 
     @classmethod
@@ -72,38 +163,63 @@ class ResultsClient:
         self.close()
 
     def close(self) -> None:
-        """Close the HTTP session and stop the client's event-loop thread."""
+        """Close the HTTP session. The shared event-loop thread stays for other clients."""
         if self._closed:
             return
         self._closed = True
-        try:
-            self._portal.call(self._client.aclose)
-        finally:
-            self._portal_cm.__exit__(None, None, None)
+        if self._loop.alive():
+            self._loop.run(self._client.aclose())
 
     def __repr__(self) -> str:
         return f"sync.{self._client!r}"
 
-    def _run(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+    def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("the client is closed")
+
+    def _run(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        self._check_open()
 
         async def invoke() -> T:
             return await fn(*args, **kwargs)
 
-        return self._portal.call(invoke)
+        return self._loop.run(invoke())
 
-    def _iterate(self, agen: AsyncIterator[T]) -> Iterator[T]:
+    def _iterate(self, make: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
+        """Drive the async iterator ``make()`` on the shared loop, one item per ``next``."""
+        self._check_open()
+        return self._drive(make)
+
+    def _drive(self, make: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
+        agen = self._loop.run(_build(make))
         try:
             while True:
-                try:
-                    yield self._portal.call(agen.__anext__)
-                except StopAsyncIteration:
-                    return
-        finally:
-            aclose = getattr(agen, "aclose", None)
-            if aclose is not None and not self._closed:
-                self._portal.call(aclose)
+                step = self._loop.run(_step(agen))
+                if not step:
+                    break
+                yield step[0]
+        except GeneratorExit:
+            # Closed early (``break``, ``close()``, garbage collection): close the source.
+            self._close_iterator(agen)
+            raise
+        except BaseException:
+            # Already failing (or interrupted): a second error from closing would hide it.
+            with contextlib.suppress(Exception):
+                self._close_iterator(agen)
+            raise
+        self._close_iterator(agen)
+
+    def _close_iterator(self, agen: AsyncIterator[T]) -> None:
+        aclose: Callable[[], Awaitable[object]] | None = getattr(agen, "aclose", None)
+        if aclose is None or not self._loop.alive():
+            return
+        if self._loop.is_current():
+            # Finalised on the loop thread itself (garbage collection): close in the background.
+            task = self._loop.loop.create_task(_await(aclose()))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+            return
+        self._loop.run(_await(aclose()))
 
     def statistics(self) -> SchedulerStatistics:
         return self._client.statistics()
@@ -150,7 +266,7 @@ class ResultsClient:
         page_size: int | None = None,
     ) -> Iterator[TaskResult]:
         return self._iterate(
-            self._client.iter_results(
+            lambda: self._client.iter_results(
                 task_id, status=status, author_id=author_id, after_id=after_id, page_size=page_size
             )
         )
@@ -208,7 +324,7 @@ class ResultsClient:
         job_id: str | None = None,
     ) -> Iterator[Outcome]:
         return self._iterate(
-            self._client.bulk_add_stream(
+            lambda: self._client.bulk_add_stream(
                 items,
                 batch=batch,
                 concurrency=concurrency,
@@ -222,9 +338,22 @@ class ResultsClient:
         self, task_ids: Iterable[int], *, api: Api = "v3", concurrency: int | None = None
     ) -> Iterator[TaskResults]:
         return self._iterate(
-            self._client.results_of_many(task_ids, api=api, concurrency=concurrency)
+            lambda: self._client.results_of_many(task_ids, api=api, concurrency=concurrency)
         )
 
 
-async def _build(factory: Callable[[], _async.ResultsClient]) -> _async.ResultsClient:
+async def _build(factory: Callable[[], T]) -> T:
     return factory()
+
+
+async def _step(agen: AsyncIterator[T]) -> tuple[T, ...]:
+    """The next item as ``(item,)``, or ``()`` at the end."""
+    # The end is a value, not StopAsyncIteration crossing threads through a future.
+    try:
+        return (await agen.__anext__(),)
+    except StopAsyncIteration:
+        return ()
+
+
+async def _await(awaitable: Awaitable[object]) -> None:
+    await awaitable

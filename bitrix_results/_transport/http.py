@@ -12,6 +12,7 @@ from ..errors import (
     ConnectError,
     ConnectionLostError,
     ExpiredTokenError,
+    InvalidInputError,
     RedirectRefusedError,
     RequestTimeoutError,
 )
@@ -44,7 +45,7 @@ class AiohttpTransport:
         timeout: float = 65.0,
         connect_timeout: float = 10.0,
         max_connections: int = 32,
-        follow_redirects_to: Iterable[str] = (),
+        follow_redirects_to: str | Iterable[str] = (),
     ) -> None:
         self._auth = auth
         self._endpoint = auth.endpoint
@@ -53,7 +54,7 @@ class AiohttpTransport:
         self._portal = urlsplit(auth.endpoint.origin).netloc
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
         self._max_connections = max_connections
-        self._allowed_hosts = frozenset(h.lower() for h in follow_redirects_to)
+        self._allowed_hosts = _hosts(follow_redirects_to)
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
 
@@ -179,6 +180,31 @@ class AiohttpTransport:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _hosts(follow_redirects_to: str | Iterable[str]) -> frozenset[str]:
+    """The hosts a redirect may go to; one string is one host, not its characters."""
+    if isinstance(follow_redirects_to, str):
+        hosts: Iterable[object] = [follow_redirects_to]
+    elif isinstance(follow_redirects_to, Iterable):
+        hosts = follow_redirects_to
+    else:
+        raise InvalidInputError(
+            "follow_redirects_to",
+            f"must be a host name or host names, got {type(follow_redirects_to).__name__}",
+        )
+    allowed: set[str] = set()
+    for host in hosts:
+        if not isinstance(host, str) or not host.strip():
+            shown = repr(host) if isinstance(host, str) else type(host).__name__
+            raise InvalidInputError("follow_redirects_to", f"must be host names, got {shown}")
+        name = host.strip()
+        if "://" in name:  # a URL was given: its host is meant
+            name = urlsplit(name).hostname or ""
+        if not name:
+            raise InvalidInputError("follow_redirects_to", f"must be host names, got {host!r}")
+        allowed.add(name.lower())
+    return frozenset(allowed)
 
 
 def _redact(args: tuple[object, ...], secrets: tuple[str, ...]) -> tuple[object, ...]:

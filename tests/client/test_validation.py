@@ -3,12 +3,13 @@ raised before any request, and nothing sent."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from bitrix_results import InvalidInputError, ResultsClient
+from bitrix_results import InvalidInputError, Limits, ResultsClient
 
 from ._portal import PORTAL, MockPortal, oauth_client, webhook_client
 
@@ -158,3 +159,66 @@ def test_bad_oauth_options(mock: MockPortal, options: dict[str, Any], field: str
         oauth_client(**options)
     assert info.value.field == field
     assert mock.requests == {}
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        pytest.param(
+            lambda c: c.add("12a", "Done"),
+            "task_id: must be a positive int, got '12a'",
+            id="str-task-shows-the-value",
+        ),
+        pytest.param(
+            lambda c: c.add("x" * 100, "Done"),
+            f"task_id: must be a positive int, got '{'x' * 40}...'",
+            id="long-str-is-cut-short",
+        ),
+        pytest.param(
+            lambda c: c.add(14.0, "Done"),
+            "task_id: must be a positive int, got float",
+            id="other-types-by-name",
+        ),
+        pytest.param(
+            lambda c: c.add(-3, "Done"), "task_id: must be a positive int, got -3", id="negative"
+        ),
+        pytest.param(
+            lambda c: _drain(c, 42, after_id="7"),
+            "after_id: must be an int >= 0, got '7'",
+            id="non-negative-str",
+        ),
+        pytest.param(
+            lambda c: _drain(c, 42, after_id=-1),
+            "after_id: must be an int >= 0, got -1",
+            id="non-negative-negative",
+        ),
+    ],
+)
+async def test_messages_name_the_field_and_show_the_value(
+    mock: MockPortal, call: Call, message: str
+) -> None:
+    async with webhook_client() as client:
+        with pytest.raises(InvalidInputError) as info:
+            await call(client)
+    assert str(info.value) == message
+    assert mock.requests == {}
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, 0, -1.0, True, "2"])
+@pytest.mark.parametrize("field", ["drain_per_second", "operating_limit", "operating_window"])
+def test_limits_refuse_non_finite_and_non_positive(field: str, bad: object) -> None:
+    with pytest.raises(ValueError, match=f"^{field}: must be a positive finite number"):
+        Limits(**{field: bad})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, 0, -2.0, False, None])
+def test_limits_scaled_refuses_non_finite_factors(bad: object) -> None:
+    with pytest.raises(ValueError, match=r"^factor: must be a positive finite number"):
+        Limits.standard().scaled(bad)  # type: ignore[arg-type]
+
+
+def test_limits_scaled_out_of_range_is_refused() -> None:
+    # A factor that overflows a rate to inf is refused, not turned into an infinite bucket.
+    with pytest.raises(ValueError, match="finite"):
+        Limits.standard().scaled(1e308)
+    assert Limits.standard().scaled(100).drain_per_second == 200.0
