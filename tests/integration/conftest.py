@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 
-from bitrix_results import Limits, NewResult, Outcome, ResultsClient, RetryPolicy
+from bitrix_results import Limits, NewResult, Outcome, ResultsClient, RetryPolicy, Scheduler
+from bitrix_results._scheduler import DEFAULT_HEADROOM
 from bitrix_results.testing import PortalConfig, RunningPortal
 
 
@@ -23,9 +25,27 @@ def limits_of(config: PortalConfig) -> Limits:
 FAST_RETRY = RetryPolicy(base_delay=0.02, max_delay=0.2)
 
 
+def headroom_for(config: PortalConfig) -> int:
+    """Bucket headroom for a time-compressed portal.
+
+    The default (2 requests) absorbs a second of arrival jitter at the real 2/s.
+    Compression multiplies the drain but not the jitter of a busy 2-core test
+    machine (client and portal share one process), so the headroom grows with it:
+    about 30 ms of jitter is absorbed at any scale.
+    """
+    return max(DEFAULT_HEADROOM, math.ceil(config.effective_drain * 0.03))
+
+
 def client_for(running: RunningPortal, **options: object) -> ResultsClient:
-    options.setdefault("limits", limits_of(running.portal.config))
-    options.setdefault("retry", FAST_RETRY)
+    if "scheduler" not in options:
+        config = running.portal.config
+        limits = options.pop("limits", None) or limits_of(config)
+        retry = options.pop("retry", None) or FAST_RETRY
+        options["scheduler"] = Scheduler(
+            limits,  # type: ignore[arg-type]
+            headroom=headroom_for(config),
+            retry=retry,  # type: ignore[arg-type]
+        )
     return ResultsClient.from_webhook(running.webhook_url, **options)  # type: ignore[arg-type]
 
 

@@ -14,10 +14,11 @@ from bitrix_results import (
     InvalidRequestError,
     NewResult,
     ResultsClient,
+    Scheduler,
 )
 from bitrix_results.testing import Faults, RunningPortal
 
-from .conftest import FAST_RETRY, assert_exactly_once, client_for, limits_of
+from .conftest import FAST_RETRY, assert_exactly_once, client_for, headroom_for, limits_of
 
 pytestmark = pytest.mark.slow
 
@@ -57,8 +58,7 @@ def _oauth_client(running: RunningPortal) -> ResultsClient:
         client_id=cfg.client_id,
         client_secret=cfg.client_secret,
         token_url=running.oauth_token_url,
-        limits=limits_of(cfg),
-        retry=FAST_RETRY,
+        scheduler=Scheduler(limits_of(cfg), headroom=headroom_for(cfg), retry=FAST_RETRY),
         timeout=0.4,
     )
 

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from bitrix_results import OutcomeUnknownError, ResultsClient
+from bitrix_results import OutcomeUnknownError, ResultsClient, Scheduler
 from bitrix_results.testing import Faults
 
-from .conftest import client_for, limits_of
+from .conftest import client_for, headroom_for, limits_of
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +92,7 @@ async def test_oauth_expiry_refreshes_once_and_repeats_the_calls(make_fake_porta
         client_secret=cfg.client_secret,
         token_url=running.oauth_token_url,
         on_tokens=seen.append,
-        limits=limits_of(cfg),
+        scheduler=Scheduler(limits_of(cfg), headroom=headroom_for(cfg)),
     ) as client:
         await client.add(1, "before expiry")
         running.portal.expire_access_tokens()
