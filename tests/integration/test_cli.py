@@ -333,3 +333,21 @@ def test_the_failures_file_must_not_be_the_input(webhook, tmp_path, capsys):
 def test_scale_parses_positive_numbers(webhook, capsys):
     assert main(["add", "1", "x", "--scale", "1e2"]) == 0
     assert json.loads(capsys.readouterr().out)["taskId"] == 1
+
+
+def test_import_summary_bound_counts_the_operating_budget(make_fake_portal, tmp_path, capsys):
+    # 2 s per add: a batch of 50 costs 100 s of the 480 s budget, so about five
+    # batches fit in each window; the bound must count the windows, not only
+    # the request bucket (where 13 requests would fit in the burst).
+    running = make_fake_portal(scale=400, default_cost=2.0, cost_jitter=0.0)
+    source = tmp_path / "results.jsonl"
+    rows = [json.dumps({"task_id": 1 + i % 5, "text": f"row {i}"}) for i in range(601)]
+    source.write_text("\n".join(rows) + "\n")
+    args = ["import", str(source), "--webhook", running.webhook_url, "--scale", "400", "--quiet"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    bound_line = next(line for line in out.splitlines() if "bound" in line)
+    assert "ratio" in bound_line
+    bound = float(bound_line.split("│")[2].split()[0])
+    window = running.portal.config.effective_window
+    assert bound >= 2 * window
