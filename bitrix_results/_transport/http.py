@@ -1,4 +1,4 @@
-"""The aiohttp transport: the only module that imports the aiohttp client."""
+"""The aiohttp transport. Only `_transport/` imports the aiohttp client (here and auth.py)."""
 
 from __future__ import annotations
 
