@@ -34,7 +34,7 @@ transport redacts URLs before they reach a message.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 from .models import ValidationDetail
 
@@ -164,8 +164,6 @@ class PortalError(BitrixError):
     ``code`` is the portal's error code, ``status`` the HTTP status, ``method``
     the REST method, ``validation`` the REST 3.0 validation details (may be empty).
     """
-
-    default_status: ClassVar[int] = 400
 
     def __init__(
         self,

@@ -112,6 +112,7 @@ def decode_reply(body: bytes, *, status: int, method: str, replayed: bool = Fals
     if envelope.error is not None or status >= 400:
         raise error_from_body(envelope, status, method)
     time = envelope.time
-    if method == "batch" and bytes(envelope.result)[:1] == b"{":
+    # A view, not a copy: only the first byte tells a v2 object from a v3 list.
+    if method == "batch" and memoryview(envelope.result)[:1].tobytes() == b"{":
         time = _batch_time(envelope.result, time)
     return Reply(status=status, result=envelope.result, time=time, replayed=replayed)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import subprocess
 import sys
 
@@ -21,6 +20,7 @@ from bitrix_results import (
     ResultsClient,
     RetryPolicy,
 )
+from bitrix_results._journal import Journal
 from bitrix_results.errors import BulkAbortedError
 from bitrix_results.testing import Faults
 
@@ -186,13 +186,31 @@ async def test_pruning_never_loses_a_claim_a_reconciliation_needs(make_fake_port
     assert_exactly_once(running, items, report.outcomes)
 
 
-async def test_resume_after_watermark_from_the_journal(make_fake_portal, tmp_path):
+async def test_a_resumed_job_starts_from_the_journals_largest_result_id(make_fake_portal, tmp_path):
     running = make_fake_portal(**FAST)
     journal = tmp_path / "job.journal"
     items = [NewResult(1 + i % 5, f"row {i}") for i in range(300)]
     async with client_for(running, retry=FAST_RETRY) as client:
         first = await client.bulk_add(items, journal=str(journal))
-    db = sqlite3.connect(journal)
-    top = db.execute("SELECT MAX(result_id) FROM items").fetchone()[0]
-    db.close()
+    reopened = Journal(journal)
+    try:
+        top = reopened.max_result_id()
+    finally:
+        reopened.close()
     assert top == max(o.result.id for o in first.outcomes if o.result is not None)
+    # The job built on that journal starts with it as its watermark.
+    async with client_for(running) as client:
+        job = bulk._Job(
+            client,
+            batch=True,
+            concurrency=None,
+            journal=str(journal),
+            on_progress=None,
+            job_id=None,
+            total=None,
+        )
+        try:
+            assert job.watermark == top
+        finally:
+            assert job.journal is not None
+            job.journal.close()
