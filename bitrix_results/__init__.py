@@ -13,7 +13,7 @@ from ._scheduler import (
     SchedulerStatistics,
 )
 from .bulk import BulkReport, Outcome, Progress, TaskResults
-from .client import ResultsClient
+from .client import ClientOptions, ResultsClient
 from .errors import (
     AccessDeniedError,
     AuthError,
@@ -59,6 +59,7 @@ __all__ = [
     "BitrixError",
     "BulkAbortedError",
     "BulkReport",
+    "ClientOptions",
     "ConnectError",
     "ConnectionLostError",
     "DecodeError",

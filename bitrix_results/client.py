@@ -12,13 +12,28 @@ import builtins
 from collections.abc import AsyncIterator, Iterable, Mapping
 from os import urandom
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Unpack
 
 import msgspec
 
 from . import _validate as check
-from ._scheduler import Limits, RetryPolicy, Scheduler, SchedulerStatistics
-from ._transport import AiohttpTransport, Call, OAuthAuth, RetryClass, TokenCallback, WebhookAuth
+from ._options import (
+    DEFAULT_TIMEOUT,
+    TRANSPORT_OPTIONS,
+    ClientOptions,
+    check_options,
+    scheduler_from,
+)
+from ._scheduler import Scheduler, SchedulerStatistics
+from ._transport import (
+    AiohttpTransport,
+    Auth,
+    Call,
+    OAuthAuth,
+    RetryClass,
+    TokenCallback,
+    WebhookAuth,
+)
 from ._transport.auth import DEFAULT_TOKEN_URL
 from ._transport.codec import decode_result
 from ._transport.types import Api, Reply, Transport
@@ -32,7 +47,7 @@ if TYPE_CHECKING:
     from .bulk import BulkReport, Outcome, ProgressCallback, TaskResults
     from .models import NewResult
 
-__all__ = ["ResultsClient"]
+__all__ = ["ClientOptions", "ResultsClient"]
 
 ADD = "tasks.task.result.add"
 ADD_FROM_CHAT = "tasks.task.result.addfromchatmessage"
@@ -73,23 +88,23 @@ class ResultsClient:
     portal's request bucket and per-method operating budget from refusing us.
     """
 
-    def __init__(
-        self,
-        transport: Transport,
-        *,
-        limits: Limits | None = None,
-        scheduler: Scheduler | None = None,
-        concurrency: int = 16,
-        retry: RetryPolicy | None = None,
-        page_size: int = DEFAULT_PAGE_SIZE,
-    ) -> None:
+    def __init__(self, transport: Transport, **options: Unpack[ClientOptions]) -> None:
+        """A client over ``transport``; :meth:`from_webhook` and :meth:`from_oauth` build one.
+
+        Takes the :class:`~bitrix_results.ClientOptions` except ``timeout`` and
+        ``follow_redirects_to``, which belong to the transport you pass.
+        """
+        check_options(options, where="ResultsClient")
+        for name in TRANSPORT_OPTIONS:
+            if name in options:
+                raise InvalidInputError(
+                    name,
+                    "is an option of the transport from_webhook/from_oauth build; "
+                    "set it on the transport you pass instead",
+                )
         self._transport = transport
-        self.page_size = check.positive_int("page_size", page_size)
-        if scheduler is not None and (limits is not None or retry is not None):
-            raise ValueError("give either scheduler or limits/retry, not both")
-        self._scheduler = scheduler or Scheduler(
-            limits or Limits.standard(), concurrency=concurrency, retry=retry
-        )
+        self.page_size = options.get("page_size", DEFAULT_PAGE_SIZE)
+        self._scheduler = scheduler_from(options)
         # The largest page the portal has returned so far: a shorter page ends a
         # listing. The portal may silently cap pages below the requested limit
         # (facts §4.3), so "shorter than asked" alone does not prove the end.
@@ -98,28 +113,13 @@ class ResultsClient:
     # -- construction --------------------------------------------------------------
 
     @classmethod
-    def from_webhook(
-        cls,
-        url: str,
-        *,
-        limits: Limits | None = None,
-        scheduler: Scheduler | None = None,
-        concurrency: int = 16,
-        retry: RetryPolicy | None = None,
-        timeout: float = 65.0,
-        follow_redirects_to: Iterable[str] = (),
-    ) -> ResultsClient:
-        """A client for an incoming webhook ``https://<portal>/rest/<user>/<code>/``."""
-        auth = WebhookAuth(parse_webhook(url))
-        transport = AiohttpTransport(
-            auth,
-            timeout=timeout,
-            max_connections=max(concurrency, 1),
-            follow_redirects_to=follow_redirects_to,
-        )
-        return cls(
-            transport, limits=limits, scheduler=scheduler, concurrency=concurrency, retry=retry
-        )
+    def from_webhook(cls, url: str, **options: Unpack[ClientOptions]) -> ResultsClient:
+        """A client for an incoming webhook ``https://<portal>/rest/<user>/<code>/``.
+
+        ``options``: see :class:`~bitrix_results.ClientOptions`.
+        """
+        check_options(options, where="ResultsClient.from_webhook")
+        return cls._over(WebhookAuth(parse_webhook(url)), options)
 
     @classmethod
     def from_oauth(
@@ -132,19 +132,16 @@ class ResultsClient:
         client_secret: str,
         on_tokens: TokenCallback | None = None,
         token_url: str = DEFAULT_TOKEN_URL,
-        limits: Limits | None = None,
-        scheduler: Scheduler | None = None,
-        concurrency: int = 16,
-        retry: RetryPolicy | None = None,
-        timeout: float = 65.0,
-        follow_redirects_to: Iterable[str] = (),
+        **options: Unpack[ClientOptions],
     ) -> ResultsClient:
         """A client for an OAuth application's tokens on ``portal`` (facts §7).
 
         The access token is refreshed only when the portal answers
         ``expired_token``; the new pair is handed to ``on_tokens`` (sync or async)
-        so the caller can store the rotated refresh token.
+        so the caller can store the rotated refresh token. ``options``: see
+        :class:`~bitrix_results.ClientOptions`.
         """
+        check_options(options, where="ResultsClient.from_oauth")
         for field, value in (
             ("access_token", access_token),
             ("refresh_token", refresh_token),
@@ -162,14 +159,22 @@ class ResultsClient:
             token_url=token_url,
             on_tokens=on_tokens,
         )
+        return cls._over(auth, options)
+
+    @classmethod
+    def _over(cls, auth: Auth, options: ClientOptions) -> ResultsClient:
+        """A client over the aiohttp transport for ``auth``, from checked options."""
+        scheduler = scheduler_from(options)
         transport = AiohttpTransport(
             auth,
-            timeout=timeout,
-            max_connections=max(concurrency, 1),
-            follow_redirects_to=follow_redirects_to,
+            timeout=options.get("timeout", DEFAULT_TIMEOUT),
+            # One connection per call in flight: the scheduler admits no more, and
+            # fewer would queue admitted calls where the scheduler cannot see them.
+            max_connections=scheduler.concurrency,
+            follow_redirects_to=options.get("follow_redirects_to", ()),
         )
         return cls(
-            transport, limits=limits, scheduler=scheduler, concurrency=concurrency, retry=retry
+            transport, scheduler=scheduler, page_size=options.get("page_size", DEFAULT_PAGE_SIZE)
         )
 
     async def __aenter__(self) -> ResultsClient:

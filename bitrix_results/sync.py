@@ -40,10 +40,13 @@ from collections.abc import (
     Mapping,
 )
 from types import TracebackType
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar, Unpack
 
 from . import client as _async
+from ._options import ClientOptions, check_options
 from ._scheduler import SchedulerStatistics
+from ._transport import TokenCallback
+from ._transport.auth import DEFAULT_TOKEN_URL
 from ._transport.types import Api
 from .bulk import BulkReport, Outcome, ProgressCallback, TaskResults
 from .models import LegacyTaskResult, NewResult, TaskResult
@@ -142,14 +145,42 @@ class ResultsClient:
         self._closed = False
 
     @classmethod
-    def from_webhook(cls, url: str, **options: Any) -> ResultsClient:
+    def from_webhook(cls, url: str, **options: Unpack[ClientOptions]) -> ResultsClient:
         """See :meth:`bitrix_results.ResultsClient.from_webhook`; same options."""
+        # Checked here too, so a misspelt option fails in the caller's thread.
+        check_options(options, where="ResultsClient.from_webhook")
         return cls(lambda: _async.ResultsClient.from_webhook(url, **options))
 
     @classmethod
-    def from_oauth(cls, **options: Any) -> ResultsClient:
-        """See :meth:`bitrix_results.ResultsClient.from_oauth`; same options."""
-        return cls(lambda: _async.ResultsClient.from_oauth(**options))
+    def from_oauth(
+        cls,
+        *,
+        portal: str,
+        access_token: str,
+        refresh_token: str,
+        client_id: str,
+        client_secret: str,
+        on_tokens: TokenCallback | None = None,
+        token_url: str = DEFAULT_TOKEN_URL,
+        **options: Unpack[ClientOptions],
+    ) -> ResultsClient:
+        """See :meth:`bitrix_results.ResultsClient.from_oauth`; same options.
+
+        ``on_tokens`` is called on the shared event-loop thread.
+        """
+        check_options(options, where="ResultsClient.from_oauth")
+        return cls(
+            lambda: _async.ResultsClient.from_oauth(
+                portal=portal,
+                access_token=access_token,
+                refresh_token=refresh_token,
+                client_id=client_id,
+                client_secret=client_secret,
+                on_tokens=on_tokens,
+                token_url=token_url,
+                **options,
+            )
+        )
 
     def __enter__(self) -> ResultsClient:
         return self

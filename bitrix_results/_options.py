@@ -1,0 +1,143 @@
+"""The client's keyword options: one typed dictionary, checked in one place.
+
+Every client constructor (``ResultsClient(transport)``, ``from_webhook``,
+``from_oauth`` and the blocking facade's twins) takes the same options, so they
+are typed once (:class:`ClientOptions`, used through ``Unpack``) and checked
+once, here: a misspelt name, a wrong type or value, and knobs that contradict
+each other are refused before anything is built.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterable, Mapping
+from typing import TypedDict
+
+from . import _validate as check
+from ._scheduler import DEFAULT_HEADROOM, Limits, RetryPolicy, Scheduler
+from .errors import InvalidInputError
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_TIMEOUT",
+    "SCHEDULER_KNOBS",
+    "TRANSPORT_OPTIONS",
+    "ClientOptions",
+    "check_options",
+    "scheduler_from",
+]
+
+#: Calls in flight at once (the scheduler's slots, and so the connection pool).
+DEFAULT_CONCURRENCY = 16
+#: Seconds for one HTTP exchange: a little over the 60 s the cloud portal lets one
+#: request run before cutting it off (api-facts §1).
+DEFAULT_TIMEOUT = 65.0
+
+
+class ClientOptions(TypedDict, total=False):
+    """The keyword options every client constructor takes; all are optional.
+
+    Scheduler knobs (each has the default the scheduler would use):
+
+    - ``limits``: the portal's plan, :class:`~bitrix_results.Limits`
+      (default ``Limits.standard()``);
+    - ``concurrency``: calls in flight at once (default 16); the connection
+      pool holds as many connections;
+    - ``headroom``: requests of the burst the client leaves free, for other
+      clients of the same webhook (default 2);
+    - ``retry``: the :class:`~bitrix_results.RetryPolicy` (default
+      ``RetryPolicy()``).
+
+    Or ``scheduler``: a ready :class:`~bitrix_results.Scheduler` (to share one
+    between clients, or to keep its state in Redis). It carries its own limits,
+    concurrency, headroom and retry policy, so giving it together with any of
+    the four knobs raises :class:`ValueError` rather than drop one silently.
+
+    Transport (only for ``from_webhook`` and ``from_oauth``, which build it):
+
+    - ``timeout``: seconds for one HTTP exchange (default 65);
+    - ``follow_redirects_to``: a host, or hosts, a redirect may lead to
+      (default none: redirects to another host are refused).
+
+    Client: ``page_size``, the results per page :meth:`iter_results` asks for
+    (default 50).
+    """
+
+    limits: Limits | None
+    scheduler: Scheduler | None
+    concurrency: int
+    headroom: int
+    retry: RetryPolicy | None
+    timeout: float
+    follow_redirects_to: str | Iterable[str]
+    page_size: int
+
+
+#: The options a ready scheduler already fixes.
+SCHEDULER_KNOBS = ("limits", "concurrency", "headroom", "retry")
+#: The options of the transport the client builds itself.
+TRANSPORT_OPTIONS = ("timeout", "follow_redirects_to")
+
+
+def check_options(options: Mapping[str, object], *, where: str) -> None:
+    """Refuse unknown names, wrong values and contradicting knobs.
+
+    ``where`` names the constructor for the unknown-name message, as Python
+    names a function that got an unexpected keyword argument.
+    """
+    known = ClientOptions.__annotations__
+    for name in options:
+        if name not in known:
+            near = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise TypeError(f"{where}() got an unexpected keyword argument {name!r}{hint}")
+    _instance(options, "limits", Limits)
+    _instance(options, "scheduler", Scheduler)
+    _instance(options, "retry", RetryPolicy)
+    if "concurrency" in options:
+        check.positive_int("concurrency", options["concurrency"])
+    if "headroom" in options:
+        check.non_negative_int("headroom", options["headroom"])
+    if "page_size" in options:
+        check.positive_int("page_size", options["page_size"])
+    if "timeout" in options:
+        _seconds("timeout", options["timeout"])
+    if options.get("scheduler") is not None:
+        given = [name for name in SCHEDULER_KNOBS if options.get(name) is not None]
+        if given:
+            raise InvalidInputError(
+                "scheduler",
+                f"give either scheduler or {', '.join(given)}, not both: a scheduler "
+                "fixes its own limits, concurrency, headroom and retry policy",
+            )
+
+
+def scheduler_from(options: ClientOptions) -> Scheduler:
+    """The scheduler the (checked) options ask for: the given one, or one built from the knobs."""
+    given = options.get("scheduler")
+    if given is not None:
+        return given
+    return Scheduler(
+        options.get("limits") or Limits.standard(),
+        concurrency=options.get("concurrency", DEFAULT_CONCURRENCY),
+        headroom=options.get("headroom", DEFAULT_HEADROOM),
+        retry=options.get("retry"),
+    )
+
+
+def _instance(options: Mapping[str, object], field: str, kind: type) -> None:
+    # None means "the default", as it always has for these three.
+    value = options.get(field)
+    if value is not None and not isinstance(value, kind):
+        raise InvalidInputError(
+            field, f"must be a {kind.__name__} or None, got {type(value).__name__}"
+        )
+
+
+def _seconds(field: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError(field, f"must be a number of seconds, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidInputError(field, f"must be a positive, finite number of seconds, got {value}")
+    return float(value)
