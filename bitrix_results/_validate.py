@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from .errors import InvalidInputError
 from .models import NewResult
 
-__all__ = ["new_result", "non_negative_int", "positive_int", "text"]
+__all__ = ["choice", "key", "new_result", "non_negative_int", "positive_int", "text"]
 
 # Idempotency keys: 1-255 printable ASCII characters (facts §4.1).
 _KEY_MAX = 255

@@ -17,6 +17,7 @@ import msgspec
 __all__ = [
     "LegacyTaskResult",
     "NewResult",
+    "OAuthTokens",
     "ResponseTime",
     "ResultRights",
     "TaskResult",

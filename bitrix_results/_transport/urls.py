@@ -16,7 +16,15 @@ from urllib.parse import urlsplit
 from ..errors import InvalidInputError
 from .types import Api
 
-__all__ = ["Endpoint", "is_loopback", "parse_portal", "parse_webhook", "same_portal_family"]
+__all__ = [
+    "METHOD_NAME",
+    "Endpoint",
+    "check_origin",
+    "is_loopback",
+    "parse_portal",
+    "parse_webhook",
+    "same_portal_family",
+]
 
 _WEBHOOK_PATH = re.compile(r"^/rest/(?P<user>[1-9][0-9]*)/(?P<code>[A-Za-z0-9_-]+)/?$")
 # A REST method name: dotted words (``tasks.task.result.add``), also ``batch``.
