@@ -12,6 +12,7 @@ import types
 from collections.abc import Iterable
 from pathlib import Path
 
+import msgspec
 import pytest
 
 import bitrix_results
@@ -91,6 +92,23 @@ def test_what_the_root_reexports_from_a_public_module_is_in_its_all(module: str)
         if getattr(getattr(bitrix_results, name), "__module__", None) == module
     }
     assert from_here <= set(mod.__all__)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        n
+        for n in bitrix_results.__all__
+        if isinstance(getattr(bitrix_results, n), type(msgspec.Struct))
+    ],
+)
+def test_public_structs_keep_their_home_module(name: str) -> None:
+    # No httpx-style ``__module__ = "bitrix_results"`` rewrite: msgspec resolves a
+    # Struct's string annotations in the module ``__module__`` names, so after the
+    # rewrite a decoder built later (TaskResult's ``datetime``) fails.
+    cls = getattr(bitrix_results, name)
+    assert cls.__module__.startswith("bitrix_results.")
+    assert msgspec.json.Decoder(list[cls]) is not None
 
 
 def test_the_client_options_are_public_from_the_client_module() -> None:
