@@ -76,6 +76,14 @@ def _sync_oauth(**options: Any) -> object:
         return client
 
 
+def _async(client: object) -> ResultsClient:
+    """The async client itself, or the one a blocking client drives."""
+    if isinstance(client, sync.ResultsClient):
+        return client._client
+    assert isinstance(client, ResultsClient)
+    return client
+
+
 CONSTRUCTORS = [
     pytest.param(_webhook, id="from_webhook"),
     pytest.param(_oauth, id="from_oauth"),
@@ -263,17 +271,16 @@ def test_transport_options_reach_the_transport(built: list[dict[str, Any]]) -> N
 @pytest.mark.parametrize("make", CONSTRUCTORS)
 def test_headroom_reaches_the_scheduler(make: Callable[..., object]) -> None:
     limits = Limits.standard()
-    client = make(limits=limits, headroom=10)
-    scheduler = client.scheduler if isinstance(client, ResultsClient) else client._client.scheduler  # type: ignore[attr-defined]
-    assert scheduler.capacity == limits.burst - 10
+    # Before: only Scheduler(headroom=) had it, which then made limits= and retry= errors.
+    assert _async(make(limits=limits, headroom=10)).scheduler.capacity == limits.burst - 10
+    assert _async(make(limits=limits)).scheduler.capacity == limits.burst - 2
 
 
 @pytest.mark.parametrize("make", CONSTRUCTORS)
 def test_the_scheduler_knobs_reach_the_scheduler(make: Callable[..., object]) -> None:
     limits = Limits.enterprise()
     retry = RetryPolicy(max_attempts=2)
-    client = make(limits=limits, concurrency=3, retry=retry, page_size=7)
-    inner: ResultsClient = client if isinstance(client, ResultsClient) else client._client  # type: ignore[attr-defined]
+    inner = _async(make(limits=limits, concurrency=3, retry=retry, page_size=7))
     assert inner.scheduler.limits is limits
     assert inner.scheduler.concurrency == 3
     assert inner.scheduler.retry_policy is retry
