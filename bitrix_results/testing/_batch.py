@@ -32,7 +32,9 @@ class V3Command:
     alias: str | None
 
 
-def parse_v3_batch(body: JSON, max_commands: int) -> list[V3Command]:
+def parse_v3_batch(
+    body: JSON, max_commands: int, *, limit_error: str = "request_validation"
+) -> list[V3Command]:
     """Validate the whole batch before anything runs."""
     if isinstance(body, dict) and "cmd" in body:
         # facts §3.2: the v2 ``cmd`` format sent to /rest/api/batch.
@@ -42,6 +44,9 @@ def parse_v3_batch(body: JSON, max_commands: int) -> list[V3Command]:
             REQUEST_VALIDATION, "Batch body must be a non-empty array of {method, query}"
         )
     if len(body) > max_commands:
+        if limit_error == "length_exceeded":
+            # The other reading: the v2 system code (api-facts §3.1, §6).
+            raise v2_error("ERROR_BATCH_LENGTH_EXCEEDED", "Max batch length exceeded", 400)
         # facts §3.2: [SDK] MAX_BATCH_COMMANDS_V3 = 50; the REST docs give no error code.
         raise v3_error(
             REQUEST_VALIDATION,

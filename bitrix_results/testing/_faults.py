@@ -13,16 +13,19 @@ class FaultKind(enum.Enum):
     FAIL_BEFORE = "fail_before"
     DROP_AFTER = "drop_after"
     SLOW = "slow"
+    SLOW_EXECUTION = "slow_execution"
     HTML_503 = "html_503"
     REDIRECT = "redirect"
 
 
 @dataclass(frozen=True)
 class FaultRoll:
-    """At most one fault before execution and one after, for one request."""
+    """At most one fault before execution and one after, for one request; ``late``: the
+    execution itself is postponed (the slow-execution fault)."""
 
     before: FaultKind | None = None
     after: FaultKind | None = None
+    late: bool = False
 
 
 _NO_FAULT = FaultRoll()
@@ -31,9 +34,11 @@ _NO_FAULT = FaultRoll()
 class FaultInjector:
     """Draws faults from its own seeded RNG.
 
-    Each request the faults apply to draws exactly five numbers, whatever happens to
-    it afterwards, so the fault sequence depends only on the seed and the order of
-    requests, not on timing (a request refused by the bucket still consumes its draws).
+    Each request the faults apply to draws exactly five numbers (six when
+    ``slow_execution`` is configured, so the sequences of existing seeds stay as they
+    were), whatever happens to it afterwards, so the fault sequence depends only on the
+    seed, the config and the order of requests, not on timing (a request refused by
+    the bucket still consumes its draws).
     """
 
     def __init__(self, seed: int) -> None:
@@ -43,6 +48,7 @@ class FaultInjector:
         if not faults.applies_to(method):
             return _NO_FAULT
         redirect, html, fail, drop, slow = (self._rng.random() for _ in range(5))
+        late = faults.slow_execution > 0 and self._rng.random() < faults.slow_execution
         before: FaultKind | None = None
         # Precedence follows where each fault happens: the old domain answers first,
         # then a proxy in front of the portal, then the portal itself.
@@ -57,4 +63,4 @@ class FaultInjector:
             after = FaultKind.DROP_AFTER
         elif slow < faults.slow:
             after = FaultKind.SLOW
-        return FaultRoll(before, after)
+        return FaultRoll(before, after, late)

@@ -71,12 +71,17 @@ def render_item(call: Call, result: Result, *, files: bool = True) -> JSON:
 
 def list_results(call: Call, params: dict[str, JSON]) -> JSON:
     """tasks.task.result.list, the v2 one: a plain array, no paging (facts §5.6)."""
-    task_id = _int_param(params, "taskId")
+    task_id = as_v2_int(params.get("taskId"))
+    if task_id is None:
+        # api-facts §5.6: code "100" is a parameter of the wrong type.
+        raise v2_error("100", "Wrong type of parameter taskId: integer expected")
     task = call.world.tasks.get(task_id)
     if task is None or not call.world.can_see(call.user_id, task):
-        # facts §5.6: "Access denied." for no access *or* no such task.
+        # api-facts §5.6: "Access denied." for no access *or* no such task; 0 is an int,
+        # so `taskId: 0` is a task nobody can see, not a type error.
         raise v2_error("0", "Access denied.")
-    return [render_item(call, r) for r in call.world.results_of(task_id)]
+    # The method page's example lists the newest result first.
+    return [render_item(call, r) for r in reversed(call.world.results_of(task_id))]
 
 
 def add_from_comment(call: Call, params: dict[str, JSON]) -> JSON:
@@ -109,6 +114,10 @@ METHODS: Mapping[str, Handler] = {
     "tasks.task.result.addfromcomment": add_from_comment,
     "tasks.task.result.deletefromcomment": delete_from_comment,
 }
+
+#: v2 methods whose answer carries a ``total`` (a v2 batch reports ``result_total`` only
+#: for these, api-facts §3.1). The result list is a plain array without one (§5.6).
+WITH_TOTAL: frozenset[str] = frozenset()
 
 #: v2 methods that write (no Idempotency-Key protects them: facts §4.1, v3 only).
 WRITES = frozenset({"tasks.task.result.addfromcomment", "tasks.task.result.deletefromcomment"})

@@ -46,7 +46,7 @@ class Call:
 Handler = Callable[[Call, dict[str, JSON]], JSON]
 
 
-def refusal_to_v3(error: WorldError, field: str) -> ApiError:
+def refusal_to_v3(error: WorldError, field: str, config: PortalConfig) -> ApiError:
     """Map a domain refusal to the v3 error the method pages document (facts §5.2-5.5)."""
     refusal = error.refusal
     if refusal in (Refusal.TASK_NOT_FOUND, Refusal.MESSAGE_NOT_IN_TASK_CHAT):
@@ -54,6 +54,10 @@ def refusal_to_v3(error: WorldError, field: str) -> ApiError:
         # REQUESTVALIDATIONEXCEPTION, not ENTITYNOTFOUND.
         return v3_error(REQUEST_VALIDATION, refusal.value, field=field)
     if refusal is Refusal.RESULT_NOT_FOUND:
+        if config.missing_result == "access_denied":
+            # api-facts §5.5: the method page lists only 403 ACCESSDENIEDEXCEPTION on `id`.
+            return v3_error(ACCESS_DENIED, f"Access denied: {field}", status=403, field=field)
+        # api-facts §4.2: object not found is 400 ENTITYNOTFOUNDEXCEPTION.
         return v3_error(ENTITY_NOT_FOUND, "Result not found")
     return v3_error(ACCESS_DENIED, f"Access denied: {field}", status=403)
 
@@ -116,6 +120,20 @@ def _only(fields: Mapping[str, JSON], allowed: tuple[str, ...]) -> None:
             raise v3_error(UNKNOWN_DTO_PROPERTY, f"Unknown field `{name}` for entity `ResultDto`")
 
 
+def _required(fields: Mapping[str, JSON], name: str) -> JSON:
+    """A required field of ``fields``: api-facts §5.2, a missing one is DTOVALIDATIONEXCEPTION."""
+    value = fields.get(name)
+    if value is None:
+        raise v3_error(DTO_VALIDATION, f"Required field `{name}` is missing", field=name)
+    return value
+
+
+def _not_fillable(fields: Mapping[str, JSON], name: str) -> None:
+    """api-facts §5.2: a read-only field sent for writing is DTOVALIDATIONEXCEPTION."""
+    if name in fields:
+        raise v3_error(DTO_VALIDATION, f"Field `{name}` is not available for filling", field=name)
+
+
 def _positive_int(value: JSON, field: str) -> int:
     if value is None:
         raise v3_error(REQUEST_VALIDATION, f"Required field `{field}` is missing", field=field)
@@ -165,15 +183,16 @@ def _result_id(params: Mapping[str, JSON]) -> int:
 def add(call: Call, params: dict[str, JSON]) -> JSON:
     """tasks.task.result.add (facts §5.2)."""
     fields = _fields(params)
-    if "fileIds" in fields:
-        raise v3_error(DTO_VALIDATION, "Field `fileIds` is read-only", field="fileIds")
+    # api-facts §5.2 (method page): `fileIds` sent, or a required field missing, is
+    # DTOVALIDATIONEXCEPTION; a `taskId` that is not a positive int is request validation.
+    _not_fillable(fields, "fileIds")
     _only(fields, ("taskId", "text"))
-    task_id = _positive_int(fields.get("taskId"), "taskId")
+    task_id = _positive_int(_required(fields, "taskId"), "taskId")
     text = _text(fields)
     try:
         task = call.world.task_for(call.user_id, task_id)
     except WorldError as error:
-        raise refusal_to_v3(error, "taskId") from None
+        raise refusal_to_v3(error, "taskId", call.config) from None
     comment_id = None
     if not call.config.new_task_card:
         # With the old card a result is a pinned comment (facts §5), so adding one
@@ -186,12 +205,15 @@ def add(call: Call, params: dict[str, JSON]) -> JSON:
 def add_from_chat_message(call: Call, params: dict[str, JSON]) -> JSON:
     """tasks.task.result.addfromchatmessage (facts §5.3)."""
     fields = _fields(params)
+    # The method page: `fileIds` is "not available for filling" and a missing
+    # `messageId` is DTOVALIDATIONEXCEPTION, like add's (api-facts §5.2, §5.3).
+    _not_fillable(fields, "fileIds")
     _only(fields, ("messageId",))
-    message_id = _positive_int(fields.get("messageId"), "messageId")
+    message_id = _positive_int(_required(fields, "messageId"), "messageId")
     try:
         message, task = call.world.message_for(call.user_id, message_id)
     except WorldError as error:
-        raise refusal_to_v3(error, "messageId") from None
+        raise refusal_to_v3(error, "messageId", call.config) from None
     result = call.world.create_result(
         task, message.text, call.user_id, call.now, message_id=message.id
     )
@@ -202,12 +224,15 @@ def update(call: Call, params: dict[str, JSON]) -> JSON:
     """tasks.task.result.update (facts §5.4): only ``text``, only by the author."""
     result_id = _result_id(params)
     fields = _fields(params)
+    # The method page: `fileIds` is DTOVALIDATIONEXCEPTION ("not available for
+    # filling"), any other field UNKNOWNDTOPROPERTYEXCEPTION (api-facts §5.4).
+    _not_fillable(fields, "fileIds")
     _only(fields, ("text",))
     text = _text(fields)
     try:
         result = call.world.result_for_author(call.user_id, result_id)
     except WorldError as error:
-        raise refusal_to_v3(error, "id") from None
+        raise refusal_to_v3(error, "id", call.config) from None
     call.world.update_result(result, text, call.now)
     return {"item": render_item(call, result)}
 
@@ -218,7 +243,7 @@ def delete(call: Call, params: dict[str, JSON]) -> JSON:
     try:
         result = call.world.result_for_author(call.user_id, result_id)
     except WorldError as error:
-        raise refusal_to_v3(error, "id") from None
+        raise refusal_to_v3(error, "id", call.config) from None
     call.world.delete_result(result)
     return {"result": True}
 
@@ -233,7 +258,7 @@ def chat_message_send(call: Call, params: dict[str, JSON]) -> JSON:
     try:
         task = call.world.task_for(call.user_id, task_id)
     except WorldError as error:
-        raise refusal_to_v3(error, "taskId") from None
+        raise refusal_to_v3(error, "taskId", call.config) from None
     call.world.add_message(task.id, call.user_id, text)
     return {"result": True}
 
@@ -287,17 +312,18 @@ def _compare(op: str, left: Any, right: Any) -> bool:
 
 
 def _check_value(field: str, value: JSON) -> None:
+    # api-facts §5.6 (method page): a filter value of the wrong type is
+    # REQUESTVALIDATIONEXCEPTION, for `taskId` and every other field alike.
     if field == "status":
+        if not isinstance(value, str):
+            raise v3_error(REQUEST_VALIDATION, "Field `status` must be a string", field="status")
         if value not in ("open", "closed"):
             raise v3_error(INVALID_FILTER, "Field `status` must be `open` or `closed`")
         return
     if field == "messageId" and value is None:
         return
     if as_v3_int(value) is None:
-        if field == "taskId":
-            # facts §5.6: "taskId not an int" is REQUESTVALIDATIONEXCEPTION.
-            raise v3_error(REQUEST_VALIDATION, "Field `taskId` must be an integer", field="taskId")
-        raise v3_error(INVALID_FILTER, f"Field `{field}` must be an integer")
+        raise v3_error(REQUEST_VALIDATION, f"Field `{field}` must be an integer", field=field)
 
 
 @dataclass(frozen=True)
@@ -378,6 +404,10 @@ def _parse_order(raw: JSON) -> list[tuple[str, bool]]:
         raise v3_error(INVALID_ORDER, "Order must be an object {field: ASC|DESC}")
     order: list[tuple[str, bool]] = []
     for field, direction in raw.items():
+        if field not in SELECTABLE:
+            # api-facts §5.6 (method page): a field the entity does not have is
+            # UNKNOWNDTOPROPERTYEXCEPTION; a known one that cannot sort is invalid order.
+            raise v3_error(UNKNOWN_DTO_PROPERTY, f"Unknown field `{field}` for entity `ResultDto`")
         if field not in ORDERABLE:
             raise v3_error(INVALID_ORDER, f"Field `{field}` is not sortable")
         if not isinstance(direction, str) or direction.upper() not in ("ASC", "DESC"):
@@ -386,16 +416,25 @@ def _parse_order(raw: JSON) -> list[tuple[str, bool]]:
     return order or [("id", False)]
 
 
-def _parse_select(raw: JSON) -> tuple[str, ...]:
+def _parse_select(raw: JSON, config: PortalConfig) -> tuple[str, ...]:
     if raw is None:
-        return DEFAULT_FIELDS
+        # api-facts §4.3: tasks.task.list returns only `id` without `select`; the result
+        # list's page says "the default fields". The switch picks the reading.
+        return ("id",) if config.list_without_select == "id_only" else DEFAULT_FIELDS
     if not isinstance(raw, list) or not all(isinstance(f, str) for f in raw):
         raise v3_error(INVALID_SELECT, "Select must be an array of field names")
     for name in raw:
         if "." in name:
             # facts §4.2: a related field in select is UNKNOWNDTOPROPERTYEXCEPTION ...
             raise v3_error(UNKNOWN_DTO_PROPERTY, f"Unknown field `{name}` for entity `ResultDto`")
-    # ... while an unknown field of the object itself is silently dropped.
+    # ... while an unknown field of the object itself is silently dropped (or, under
+    # the other reading, refused like a related one).
+    if config.unknown_select == "error":
+        for name in raw:
+            if name not in SELECTABLE:
+                raise v3_error(
+                    UNKNOWN_DTO_PROPERTY, f"Unknown field `{name}` for entity `ResultDto`"
+                )
     chosen = tuple(dict.fromkeys(name for name in raw if name in SELECTABLE))
     return chosen or DEFAULT_FIELDS
 
@@ -439,7 +478,7 @@ def list_results(call: Call, params: dict[str, JSON]) -> JSON:
             REQUEST_FILTER_VALIDATION, "Filter must contain `taskId`", field="filter.taskId"
         )
     order = _parse_order(params.get("order"))
-    select = _parse_select(params.get("select"))
+    select = _parse_select(params.get("select"), call.config)
     start, limit = _parse_pagination(params.get("pagination"), call.config.list_page_cap)
 
     world = call.world

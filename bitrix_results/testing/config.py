@@ -24,6 +24,10 @@ __all__ = ["Faults", "PortalConfig"]
 
 Plan = Literal["standard", "enterprise"]
 BatchBilling = Literal["nested", "batch"]
+MissingResult = Literal["access_denied", "entity_not_found"]
+UnknownSelect = Literal["drop", "error"]
+BatchLimitError = Literal["request_validation", "length_exceeded"]
+ListWithoutSelect = Literal["id_only", "all_fields"]
 
 # facts §1 table: (burst threshold X, drain rate Y per second) per plan.
 _PLANS: Mapping[str, tuple[int, float]] = {
@@ -40,7 +44,12 @@ class Faults:
     - ``drop_after``: the call runs and is recorded, then the TCP connection is closed
       with no HTTP response (the client cannot know whether it ran).
     - ``slow``: the call runs, then the answer waits ``slow_seconds`` of real time
-      (not scaled: it exists to trip client timeouts, which are real).
+      (not scaled: it exists to trip client timeouts, which are real). A slow *answer*.
+    - ``slow_execution``: a slow *execution*: the request is admitted, authenticated
+      and its Idempotency-Key looked up on arrival, but the call itself runs only
+      ``slow_execution_seconds`` of real time later, and the answer follows. A
+      same-key request sent meanwhile finds no stored answer and runs too: api-facts
+      §4.1, two requests with the same key at the same time may both run.
     - ``html_503``: a ``text/html`` 503 page before anything runs (facts §6, the
       fast_bitrix24 #216 report of HTML bodies).
     - ``redirect``: a 302 domain-change redirect before anything runs, to the same path
@@ -57,17 +66,19 @@ class Faults:
     slow: float = 0.0
     html_503: float = 0.0
     redirect: float = 0.0
+    slow_execution: float = 0.0
     slow_seconds: float = 1.0
+    slow_execution_seconds: float = 1.0
     redirect_to: str | None = None
     methods: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("fail_before", "drop_after", "slow", "html_503", "redirect"):
+        for name in ("fail_before", "drop_after", "slow", "slow_execution", "html_503", "redirect"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"Faults.{name} must be a probability in [0, 1], got {value!r}")
-        if self.slow_seconds < 0:
-            raise ValueError("Faults.slow_seconds must not be negative")
+        if self.slow_seconds < 0 or self.slow_execution_seconds < 0:
+            raise ValueError("Faults.slow_seconds and slow_execution_seconds must not be negative")
         if self.methods is not None:
             object.__setattr__(self, "methods", frozenset(m.lower() for m in self.methods))
 
@@ -111,6 +122,22 @@ class PortalConfig:
     report_operating: bool = True
     #: True: the new task card (tasks 25.700.0+): v2 comment methods refuse (§5).
     new_task_card: bool = False
+    #: A result that does not exist (update/delete): the method pages document 403
+    #: ACCESSDENIEDEXCEPTION on ``id``, the common table 400 ENTITYNOTFOUNDEXCEPTION
+    #: (api-facts §4.2, §5.5). Both readings; a client must cope with either.
+    missing_result: MissingResult = "entity_not_found"
+    #: An unknown field of the result itself in ``select``: silently dropped (api-facts
+    #: §4.2) or UNKNOWNDTOPROPERTYEXCEPTION like a related field ("error").
+    unknown_select: UnknownSelect = "drop"
+    #: A REST 3.0 batch of more commands than allowed: the docs give no code (api-facts
+    #: §3.2), so either a REST 3.0 request validation error or the v2 system code
+    #: ERROR_BATCH_LENGTH_EXCEEDED (400, api-facts §3.1, §6). A v2 batch always gives
+    #: the documented v2 code.
+    batch_limit_error: BatchLimitError = "request_validation"
+    #: v3 ``tasks.task.result.list`` without ``select``: the docs say "the default
+    #: fields"; the sibling ``tasks.task.list`` returns only ``id`` (api-facts §4.3).
+    #: "id_only" is the pessimistic reading a client must survive.
+    list_without_select: ListWithoutSelect = "id_only"
 
     # -- transport --------------------------------------------------------------------
     #: Real seconds added before every /rest answer (not scaled: it is the network).
@@ -152,6 +179,15 @@ class PortalConfig:
             raise ValueError(
                 f"batch_billing must be 'nested' or 'batch', got {self.batch_billing!r}"
             )
+        choices: dict[str, tuple[str, ...]] = {
+            "missing_result": ("access_denied", "entity_not_found"),
+            "unknown_select": ("drop", "error"),
+            "batch_limit_error": ("request_validation", "length_exceeded"),
+            "list_without_select": ("id_only", "all_fields"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not 0.0 <= self.cost_jitter < 1.0:
             raise ValueError("cost_jitter must be in [0, 1)")
         positive = ("operating_limit", "operating_window", "token_lifetime", "idempotency_ttl")

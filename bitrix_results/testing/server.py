@@ -2,7 +2,8 @@
 
 The adapter only translates: an aiohttp request becomes a :class:`PortalRequest`, the
 :class:`PortalResponse` is sent back, and the response's :class:`Action` is acted out
-(wait ``delay`` seconds; for ``DROP_AFTER`` close the connection without answering).
+(wait ``delay`` seconds; for ``DROP_AFTER`` close the connection without answering; for
+``EXECUTE_LATER`` run the postponed call after the delay, even if the client has gone).
 
 Three ways to run it:
 
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from .config import PortalConfig
-from .portal import Action, FakePortal, PortalRequest
+from .portal import Action, FakePortal, PortalRequest, PortalResponse
 
 __all__ = ["RunningPortal", "run_emulator", "serve_portal", "serve_portal_in_thread"]
 
@@ -73,6 +74,14 @@ class RunningPortal:
 
 def build_app(portal: FakePortal) -> web.Application:
     """An aiohttp application that serves ``portal`` on every path."""
+    # Postponed executions in flight: they outlive a client that gave up (that is the
+    # point of the fault), and are cancelled only when the server shuts down.
+    late: set[asyncio.Task[PortalResponse]] = set()
+
+    async def run_late(answer: PortalResponse) -> PortalResponse:
+        await asyncio.sleep(answer.delay)
+        assert answer.deferred is not None
+        return answer.deferred()
 
     async def handle(request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -88,7 +97,13 @@ def build_app(portal: FakePortal) -> web.Application:
                 base_url=f"{request.scheme}://{request.host}",
             )
         )
-        if answer.delay > 0:
+        if answer.action is Action.EXECUTE_LATER:
+            task = asyncio.ensure_future(run_late(answer))
+            late.add(task)
+            task.add_done_callback(late.discard)
+            # Shielded: a cancelled handler (client gone) must not cancel the execution.
+            answer = await asyncio.shield(task)
+        elif answer.delay > 0:
             await asyncio.sleep(answer.delay)
         if answer.action is Action.DROP_AFTER:
             # The call ran and is in the ledger; the client gets no answer at all.
@@ -97,8 +112,15 @@ def build_app(portal: FakePortal) -> web.Application:
             return web.Response(status=answer.status)
         return web.Response(status=answer.status, headers=dict(answer.headers), body=answer.body)
 
+    async def cancel_late(_app: web.Application) -> None:
+        for task in list(late):
+            task.cancel()
+        if late:
+            await asyncio.gather(*late, return_exceptions=True)
+
     app = web.Application(client_max_size=_MAX_BODY)
     app.router.add_route("*", "/{tail:.*}", handle)
+    app.on_cleanup.append(cancel_late)
     return app
 
 

@@ -78,7 +78,6 @@ def test_results_close_when_the_task_completes_and_stay_closed() -> None:
     ("payload", "code", "message"),
     [
         ({}, "VALIDATION_REQUESTVALIDATIONEXCEPTION", "`fields`"),
-        ({"fields": {"text": "x"}}, "VALIDATION_REQUESTVALIDATIONEXCEPTION", "`taskId`"),
         (
             {"fields": {"taskId": "5", "text": "x"}},
             "VALIDATION_REQUESTVALIDATIONEXCEPTION",
@@ -88,6 +87,12 @@ def test_results_close_when_the_task_completes_and_stay_closed() -> None:
             {"fields": {"taskId": 0, "text": "x"}},
             "VALIDATION_REQUESTVALIDATIONEXCEPTION",
             "positive",
+        ),
+        (
+            # api-facts §5.2: a required field that is missing is DTOVALIDATIONEXCEPTION.
+            {"fields": {"text": "x"}},
+            "VALIDATION_DTOVALIDATIONEXCEPTION",
+            "`taskId`",
         ),
         (
             {"fields": {"taskId": True, "text": "x"}},
@@ -177,8 +182,26 @@ def test_addfromchatmessage_errors() -> None:
     hidden = portal.add_chat_message(9002, author_id=3)
     denied = v3(portal, "tasks.task.result.addfromchatmessage", {"fields": {"messageId": hidden}})
     assert_v3_error(denied, 403, "ACCESSDENIEDEXCEPTION")
+    # The method page (api-facts §5.3): a missing `messageId` is DTOVALIDATIONEXCEPTION,
+    # like any missing required field of a DTO (§5.2), and `fileIds` is "not available
+    # for filling", DTOVALIDATIONEXCEPTION too, not an unknown property.
     missing = v3(portal, "tasks.task.result.addfromchatmessage", {"fields": {}})
-    assert_v3_error(missing, 400, "VALIDATION_REQUESTVALIDATIONEXCEPTION", "`messageId`")
+    assert_v3_error(missing, 400, "VALIDATION_DTOVALIDATIONEXCEPTION", "`messageId`")
+    files = {"fields": {"messageId": message, "fileIds": [1]}}
+    assert_v3_error(
+        v3(portal, "tasks.task.result.addfromchatmessage", files),
+        400,
+        "VALIDATION_DTOVALIDATIONEXCEPTION",
+        "not available for filling",
+    )
+    wrong_type = {"fields": {"messageId": "12"}}
+    assert_v3_error(
+        v3(portal, "tasks.task.result.addfromchatmessage", wrong_type),
+        400,
+        "VALIDATION_REQUESTVALIDATIONEXCEPTION",
+        "`messageId`",
+    )
+    assert portal.ledger.created == ()
 
 
 # -- update / delete -----------------------------------------------------------------------
@@ -212,7 +235,8 @@ def test_update_and_delete_by_someone_else_are_access_denied() -> None:
     # Not even an administrator: facts §5.4/§5.5 say the author.
     admin = v3(portal, "tasks.task.result.delete", {"id": theirs}, base=ADMIN_V3)
     assert_v3_error(admin, 403, "ACCESSDENIEDEXCEPTION")
-    listed = v3(portal, "tasks.task.result.list", {"filter": [["taskId", 1]]})
+    query = {"filter": [["taskId", 1]], "select": ["id", "rights"]}
+    listed = v3(portal, "tasks.task.result.list", query)
     assert listed.json()["result"]["items"][0]["rights"] == {"edit": False, "remove": False}
 
 
