@@ -39,7 +39,7 @@ from ._transport.codec import decode_result
 from ._transport.types import Api, Reply, Transport
 from ._transport.urls import METHOD_NAME, check_origin, parse_portal, parse_webhook
 from .errors import InvalidInputError
-from .models import BoolBody, ItemBody, ItemsBody, LegacyTaskResult, TaskResult
+from .models import RESULT_FIELDS, BoolBody, ItemBody, ItemsBody, LegacyTaskResult, TaskResult
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable
@@ -497,7 +497,8 @@ def _list_params(task_id: int, *, status: str | None, author_id: int | None) -> 
         conditions.append(["status", "=", check.choice("status", status, _STATUSES)])
     if author_id is not None:
         conditions.append(["authorId", "=", check.positive_int("author_id", author_id)])
-    return {"filter": conditions}
+    # Always name the fields: without `select` a v3 list may return only `id` (api-facts §4.3).
+    return {"filter": conditions, "select": RESULT_FIELDS}
 
 
 def _keyset_page(base: Mapping[str, object], after_id: int, size: int) -> dict[str, object]:

@@ -2,7 +2,9 @@
 
 Every shape the portal sends or receives lives here. Field names follow the API
 (camelCase on the wire for REST 3.0 items, snake_case in Python); unknown fields
-are ignored so a portal that grows new fields does not break old clients.
+are ignored so a portal that grows new fields does not break old clients. The same
+goes for values: an enum value we do not know yet (a new ``status``) is kept as a
+plain string, and a field the portal did not send is ``None``, never a made-up value.
 Sources: ``reference/bitrix24-api-facts.md`` §2.1 (``time``), §4.2 (envelopes),
 §5.1 (result items).
 """
@@ -15,6 +17,7 @@ from typing import Literal
 import msgspec
 
 __all__ = [
+    "RESULT_FIELDS",
     "LegacyTaskResult",
     "NewResult",
     "OAuthTokens",
@@ -24,7 +27,25 @@ __all__ = [
     "ValidationDetail",
 ]
 
+#: The statuses documented today (api-facts §5.1). Decoding does not refuse others:
+#: ``TaskResult.status`` is a plain ``str``, so a status added later is kept as sent.
 ResultStatus = Literal["open", "closed"]
+
+#: The fields of a REST 3.0 result item (api-facts §5.1), sent as ``select`` by every
+#: v3 list the client makes: without ``select`` the sibling ``tasks.task.list`` returns
+#: only ``id`` (api-facts §4.3), and a list must not depend on which default applies.
+RESULT_FIELDS: tuple[str, ...] = (
+    "id",
+    "taskId",
+    "text",
+    "authorId",
+    "createdAt",
+    "updatedAt",
+    "status",
+    "fileIds",
+    "rights",
+    "messageId",
+)
 
 
 class _Wire(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
@@ -39,17 +60,22 @@ class ResultRights(_Wire, frozen=True, kw_only=True):
 
 
 class TaskResult(_Wire, frozen=True, kw_only=True):
-    """A task result as REST 3.0 returns it (§5.1 "v3 item")."""
+    """A task result as REST 3.0 returns it (§5.1 "v3 item").
+
+    ``id``, ``task_id`` and ``text`` are what makes a result; every other field is
+    ``None`` when the portal did not send it. ``status`` is ``"open"`` or
+    ``"closed"`` today and kept as sent if the portal grows another value.
+    """
 
     id: int
     task_id: int
     text: str
-    author_id: int = 0
+    author_id: int | None = None
     created_at: datetime | None = None
     # ``updatedAt`` is null until the result is first edited (§5.1).
     updated_at: datetime | None = None
-    status: ResultStatus = "open"
-    file_ids: list[int] = msgspec.field(default_factory=list)
+    status: str | None = None
+    file_ids: list[int] | None = None
     rights: ResultRights | None = None
     # Set when the result was pinned from a task-chat message (§5.3).
     message_id: int | None = None
@@ -59,22 +85,23 @@ class LegacyTaskResult(_Wire, frozen=True, kw_only=True):
     """A task result as the older REST v2 methods return it (§5.1 "v2 item").
 
     ``status`` is numeric here (0 open, 1 closed) and ``files`` is null in the
-    ``addFromComment`` response (§5.7).
+    ``addFromComment`` response (§5.7). A field the portal did not send is ``None``.
     """
 
     id: int
     task_id: int
-    comment_id: int = 0
-    created_by: int = 0
+    comment_id: int | None = None
+    created_by: int | None = None
     created_at: str | None = None
     updated_at: str | None = None
-    status: int = 0
-    text: str = ""
-    formatted_text: str = ""
+    status: int | None = None
+    text: str | None = None
+    formatted_text: str | None = None
     files: list[int] | None = None
 
     @property
     def is_closed(self) -> bool:
+        """True only when the portal said closed (``status`` 1)."""
         return self.status == 1
 
 
@@ -86,6 +113,10 @@ class ResponseTime(msgspec.Struct, frozen=True, kw_only=True):
     expires. Both are optional: self-hosted portals omit them (§2.1, b24jssdk
     issue 459). ``operating_reset_at`` is an int from a real portal and may be a
     fraction from a time-compressed fake one, so it is read as a float.
+
+    The block is advisory: a reply whose ``time`` does not fit this shape (a
+    documentation example has ``operating_reset_at`` as a date string) is still a
+    reply, decoded with ``time`` None (see ``_transport/codec.py``).
     """
 
     start: float | None = None

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from ..errors import DecodeError, PortalError, portal_error
-from ..models import Envelope, ResponseTime
+from ..models import Envelope, ResponseTime, _V3Error
 from .types import Reply
 
 __all__ = ["decode_reply", "decode_result", "encode", "error_from_body"]
@@ -16,6 +16,41 @@ T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder()
 _envelope = msgspec.json.Decoder(Envelope)
+
+
+class _RawTimeEnvelope(msgspec.Struct, frozen=True):
+    # The fallback of decode_reply: Envelope's fields, with ``time`` left raw.
+    result: msgspec.Raw = msgspec.Raw(b"null")
+    time: msgspec.Raw = msgspec.Raw(b"null")
+    error: str | _V3Error | None = None
+    error_description: str | None = None
+
+
+_raw_time_envelope = msgspec.json.Decoder(_RawTimeEnvelope)
+_time = msgspec.json.Decoder(ResponseTime)
+
+
+def _envelope_with_advisory_time(body: bytes) -> Envelope:
+    """Decode an envelope whose ``time`` did not fit :class:`ResponseTime`.
+
+    The ``time`` block is advisory (api-facts §2.1: its fields "may vary"): a malformed
+    one (a documentation example sends ``operating_reset_at`` as a date string) never
+    costs the reply. It becomes ``None``, so the scheduler learns nothing from it.
+    Raises ``msgspec.DecodeError`` when the rest of the body is not an envelope either.
+    """
+    loose = _raw_time_envelope.decode(body)
+    time: ResponseTime | None = None
+    if bytes(loose.time) != b"null":
+        try:
+            time = _time.decode(loose.time)
+        except msgspec.DecodeError:
+            time = None
+    return Envelope(
+        result=loose.result,
+        time=time,
+        error=loose.error,
+        error_description=loose.error_description,
+    )
 
 
 class _V2BatchTimes(msgspec.Struct):
@@ -106,9 +141,13 @@ def decode_reply(body: bytes, *, status: int, method: str, replayed: bool = Fals
     try:
         envelope = _envelope.decode(body)
     except msgspec.DecodeError as exc:
-        raise DecodeError(
-            "the body is not a JSON API response", method=method, status=status
-        ) from exc
+        # Off the hot path: only a body the strict decoder refused gets a second look.
+        try:
+            envelope = _envelope_with_advisory_time(body)
+        except msgspec.DecodeError:
+            raise DecodeError(
+                "the body is not a JSON API response", method=method, status=status
+            ) from exc
     if envelope.error is not None or status >= 400:
         raise error_from_body(envelope, status, method)
     time = envelope.time

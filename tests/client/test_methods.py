@@ -14,6 +14,21 @@ from bitrix_results import LegacyTaskResult, ResultRights, ResultsClient, TaskRe
 
 from ._portal import AuthMode, MockPortal, item, ok
 
+# api-facts §5.1: the documented fields of a v3 item. Every v3 list names them in
+# `select`, since without it a list may return only `id` (api-facts §4.3).
+SELECT = [
+    "id",
+    "taskId",
+    "text",
+    "authorId",
+    "createdAt",
+    "updatedAt",
+    "status",
+    "fileIds",
+    "rights",
+    "messageId",
+]
+
 ADD = "tasks.task.result.add"
 ADD_FROM_CHAT = "tasks.task.result.addfromchatmessage"
 UPDATE = "tasks.task.result.update"
@@ -123,7 +138,7 @@ async def test_list_minimal(client: ResultsClient, mode: AuthMode, mock: MockPor
 
     results = await client.list(42)
 
-    assert only_request(mock, url) == mode.body({"filter": [["taskId", "=", 42]]})
+    assert only_request(mock, url) == mode.body({"filter": [["taskId", "=", 42]], "select": SELECT})
     assert [r.id for r in results] == [1, 2]
     assert all(isinstance(r, TaskResult) for r in results)
 
@@ -141,6 +156,7 @@ async def test_list_with_every_option(
     assert only_request(mock, url) == mode.body(
         {
             "filter": [["taskId", "=", 42], ["status", "=", "closed"], ["authorId", "=", 3]],
+            "select": SELECT,
             "order": {"createdAt": "DESC"},
             "pagination": {"limit": 10, "offset": 20},
         }
@@ -305,6 +321,7 @@ async def test_iter_results_keyset_walk(
         mode.body(
             {
                 "filter": [["taskId", "=", 42]],
+                "select": SELECT,
                 "order": {"id": "ASC"},
                 "pagination": {"limit": 2},
             }
@@ -312,6 +329,7 @@ async def test_iter_results_keyset_walk(
         mode.body(
             {
                 "filter": [["taskId", "=", 42], ["id", ">", 2]],
+                "select": SELECT,
                 "order": {"id": "ASC"},
                 "pagination": {"limit": 2},
             }
@@ -319,6 +337,7 @@ async def test_iter_results_keyset_walk(
         mode.body(
             {
                 "filter": [["taskId", "=", 42], ["id", ">", 4]],
+                "select": SELECT,
                 "order": {"id": "ASC"},
                 "pagination": {"limit": 2},
             }
