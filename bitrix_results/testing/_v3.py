@@ -417,10 +417,11 @@ def _parse_order(raw: JSON) -> list[tuple[str, bool]]:
 
 
 def _parse_select(raw: JSON, config: PortalConfig) -> tuple[str, ...]:
+    # api-facts §4.3: tasks.task.list returns only `id` without `select`; the result
+    # list's page says "the default fields". The switch picks the reading.
+    default = ("id",) if config.list_without_select == "id_only" else DEFAULT_FIELDS
     if raw is None:
-        # api-facts §4.3: tasks.task.list returns only `id` without `select`; the result
-        # list's page says "the default fields". The switch picks the reading.
-        return ("id",) if config.list_without_select == "id_only" else DEFAULT_FIELDS
+        return default
     if not isinstance(raw, list) or not all(isinstance(f, str) for f in raw):
         raise v3_error(INVALID_SELECT, "Select must be an array of field names")
     for name in raw:
@@ -436,7 +437,7 @@ def _parse_select(raw: JSON, config: PortalConfig) -> tuple[str, ...]:
                     UNKNOWN_DTO_PROPERTY, f"Unknown field `{name}` for entity `ResultDto`"
                 )
     chosen = tuple(dict.fromkeys(name for name in raw if name in SELECTABLE))
-    return chosen or DEFAULT_FIELDS
+    return chosen or default
 
 
 def _parse_pagination(raw: JSON, cap: int) -> tuple[int, int]:

@@ -89,7 +89,8 @@ class Action(enum.Enum):
     DROP_AFTER = "drop_after"
     #: The ``slow_execution`` fault: the call has *not* run yet. Wait ``delay``
     #: seconds, then call :attr:`PortalResponse.deferred`, which runs it and returns
-    #: the real answer to send. It must run even if the client has gone away.
+    #: the real answer to send. It must run even if the client has gone away. The
+    #: after-execution faults (drop, slow answer) do not also apply to it.
     EXECUTE_LATER = "execute_later"
 
 
