@@ -1,0 +1,82 @@
+"""A griffe extension that makes this project's docstrings read well in the API reference.
+
+The code's docstrings are written for ``help()`` and editors, in reST habits. For the
+site, without touching the code:
+
+- Sphinx roles (``:class:`~bitrix_results.X```, ``:meth:`add```) become code spans;
+- a paragraph ending in ``::`` (a reST literal block follows) ends in ``:``;
+- an attribute documented by ``#:`` comment lines above it (dataclass fields) gets
+  those lines as its docstring, as Sphinx would read them;
+- a method of the blocking client (``bitrix_results.sync.ResultsClient``) that has no
+  docstring of its own borrows the async method's, with a note that it blocks.
+
+mkdocs.yml loads this file through mkdocstrings' ``extensions`` option.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from typing import Any
+
+import griffe
+
+_ROLE = re.compile(r":(?:py:)?(?:meth|class|func|mod|attr|data|exc|obj):`~?([^`]+)`")
+_LITERAL = re.compile(r"(?<=\S)::$", re.MULTILINE)
+_BARE_LITERAL = re.compile(r"^::$", re.MULTILINE)
+
+
+def _short(match: re.Match[str]) -> str:
+    target = match.group(1)
+    if match.group(0).split("`", 1)[1].startswith("~"):
+        target = target.rsplit(".", 1)[-1]
+    return f"`{target}`"
+
+
+def _clean(text: str) -> str:
+    text = _ROLE.sub(_short, text)
+    text = _BARE_LITERAL.sub("", text)
+    return _LITERAL.sub(":", text)
+
+
+class ReadableDocstrings(griffe.Extension):
+    def on_attribute_instance(
+        self, *, node: ast.AST | griffe.ObjectNode, attr: griffe.Attribute, **kwargs: Any
+    ) -> None:
+        if attr.docstring is not None or attr.lineno is None:
+            return
+        try:
+            lines = attr.lines_collection[attr.filepath]  # type: ignore[index]
+        except (KeyError, TypeError):
+            return
+        comment: list[str] = []
+        index = attr.lineno - 2  # the line above the attribute, 0-based
+        while index >= 0 and lines[index].strip().startswith("#:"):
+            comment.insert(0, lines[index].strip()[2:].strip())
+            index -= 1
+        if comment:
+            attr.docstring = griffe.Docstring(" ".join(comment), parent=attr)
+
+    def on_object(self, *, obj: griffe.Object, **kwargs: Any) -> None:
+        if obj.docstring is not None:
+            obj.docstring.value = _clean(obj.docstring.value)
+
+    def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
+        if pkg.name != "bitrix_results":
+            return
+        try:
+            blocking = pkg["sync.ResultsClient"]
+            source = pkg["ResultsClient"]  # the root export, wherever it is defined
+        except (KeyError, griffe.AliasResolutionError):
+            return
+        for name, member in blocking.members.items():
+            if name.startswith("_") or member.docstring is not None:
+                continue
+            try:
+                original = source.members[name]
+                text = original.docstring.value if original.docstring else None
+            except (KeyError, griffe.AliasResolutionError):
+                continue
+            if text:
+                note = "Blocking: runs the async method of the same name on the shared loop.\n\n"
+                member.docstring = griffe.Docstring(note + _clean(text), parent=member)
