@@ -5,6 +5,7 @@ site, without touching the code:
 
 - Sphinx roles (``:class:`~bitrix_results.X```, ``:meth:`add```) become code spans;
 - a paragraph ending in ``::`` (a reST literal block follows) ends in ``:``;
+- an instance attribute set in ``__init__`` shows its type, not the code computing it;
 - an attribute documented by ``#:`` comment lines above it (dataclass fields) gets
   those lines as its docstring, as Sphinx would read them;
 - a method of the blocking client (``bitrix_results.sync.ResultsClient``) that has no
@@ -43,6 +44,9 @@ class ReadableDocstrings(griffe.Extension):
     def on_attribute_instance(
         self, *, node: ast.AST | griffe.ObjectNode, attr: griffe.Attribute, **kwargs: Any
     ) -> None:
+        if "instance-attribute" in attr.labels and "class-attribute" not in attr.labels:
+            # Set in __init__: its value is the code that computes it, not a value.
+            attr.value = None
         if attr.docstring is not None or attr.lineno is None:
             return
         try:
