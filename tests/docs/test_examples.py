@@ -9,6 +9,7 @@ executed nothing twice. The rules for marking blocks are in ``_blocks.py``.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -63,7 +64,9 @@ def test_saved_files_are_used() -> None:
         for i, block in enumerate(page):
             if block.kind == "run" and block.mode == "save-as":
                 later = [b for b in page[i + 1 :] if b.kind == "run" and b.mode != "save-as"]
-                assert any(block.arg in b.code for b in later), (
+                stem = block.arg.removesuffix(".py")
+                used = re.compile(rf"{re.escape(block.arg)}|\b(?:from|import) {re.escape(stem)}\b")
+                assert any(used.search(b.code) for b in later), (
                     f"{block.where}: {block.arg} is saved but no later block uses it"
                 )
 
