@@ -1,6 +1,6 @@
 """The public API is pinned: a curated, sorted ``__all__`` that is exactly what the
 package exposes, every name of it documented; each public module's ``__all__``
-is its promise (docs/reference.md), and the private modules' lists are kept true."""
+is its promise (docs/reference/index.md), and the private modules' lists are kept true."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def test_no_private_name_is_public() -> None:
 
 
 def _reference() -> str:
-    return (ROOT / "docs" / "reference.md").read_text(encoding="utf-8")
+    return (ROOT / "docs" / "reference" / "index.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("name", [n for n in bitrix_results.__all__ if n != "__version__"])
@@ -69,7 +69,7 @@ def test_every_public_name_is_documented(name: str) -> None:
     if inspect.isclass(value):
         # Its own docstring, not one inherited from a base class.
         assert value.__doc__, f"{name} has no docstring of its own"
-    assert re.search(rf"`{name}\b", _reference()), f"{name} is not in docs/reference.md"
+    assert re.search(rf"`{name}\b", _reference()), f"{name} is not in docs/reference/index.md"
 
 
 @pytest.mark.parametrize("module", PUBLIC_MODULES)
