@@ -5,6 +5,7 @@ site, without touching the code:
 
 - Sphinx roles (``:class:`~bitrix_results.X```, ``:meth:`add```) become code spans;
 - a paragraph ending in ``::`` (a reST literal block follows) ends in ``:``;
+- private base classes are not listed;
 - an instance attribute set in ``__init__`` shows its type, not the code computing it;
 - an attribute documented by ``#:`` comment lines above it (dataclass fields) gets
   those lines as its docstring, as Sphinx would read them;
@@ -60,6 +61,10 @@ class ReadableDocstrings(griffe.Extension):
             index -= 1
         if comment:
             attr.docstring = griffe.Docstring(" ".join(comment), parent=attr)
+
+    def on_class_instance(self, *, cls: griffe.Class, **kwargs: Any) -> None:
+        # A private base (``_Wire``) tells the reader nothing they can use.
+        cls.bases = [base for base in cls.bases if not str(base).split(".")[-1].startswith("_")]
 
     def on_object(self, *, obj: griffe.Object, **kwargs: Any) -> None:
         if obj.docstring is not None:

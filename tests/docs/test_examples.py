@@ -125,7 +125,9 @@ def _run(block: Block, argv: list[str], cwd: Path, env: dict[str, str]) -> None:
 
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
-def test_page_examples_run(page: Path, tmp_path: Path, redis_url: str | None) -> None:
+def test_page_examples_run(page: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    needs_redis = any(b.kind == "run" and b.mode == "needs-redis" for b in blocks(page))
+    redis_url: str | None = request.getfixturevalue("redis_url") if needs_redis else None
     portal = FakePortal(PortalConfig())
     cells: list[Path] = []
     with serve_portal_in_thread(portal) as running:
