@@ -67,8 +67,12 @@ async def drain(
         # Stop the work before closing its stream (or its sends would fail), wait
         # for it without raising, and observe how it ended so nothing is lost
         # silently: an early close is the consumer's choice, not an error.
+        # Shielded: when the consumer itself is being cancelled (a timeout around
+        # its loop), an unshielded wait would be cancelled too, leaving the work
+        # running and its stream unclosed.
         task.cancel()
-        await asyncio.wait([task])
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait([task])
         if not task.cancelled():
             task.exception()
         receive.close()
