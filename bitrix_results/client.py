@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Unpack
 import msgspec
 
 from . import _validate as check
-from . import bulk as _bulk
+from . import bulk
 from ._options import (
     DEFAULT_TIMEOUT,
     TRANSPORT_OPTIONS,
@@ -415,13 +415,13 @@ class ResultsClient:
 
     async def bulk_add(self, items: Items, **options: Unpack[BulkOptions]) -> BulkReport:
         """Add many results; see :func:`bitrix_results.bulk.bulk_add` and ``BulkOptions``."""
-        return await _bulk.bulk_add(self, items, **options)
+        return await bulk.bulk_add(self, items, **options)
 
     def bulk_add_stream(
         self, items: Items, **options: Unpack[BulkOptions]
     ) -> AsyncIterator[Outcome]:
         """Add many results, yielding each outcome as it settles; memory stays bounded."""
-        return _bulk.bulk_add_stream(self, items, **options)
+        return bulk.bulk_add_stream(self, items, **options)
 
     def results_of_many(
         self,
@@ -431,7 +431,7 @@ class ResultsClient:
         concurrency: int | None = None,
     ) -> AsyncIterator[ResultsOfTask]:
         """The results of many tasks through batched list calls, streamed per task."""
-        return _bulk.results_of_many(self, task_ids, api=api, concurrency=concurrency)
+        return bulk.results_of_many(self, task_ids, api=api, concurrency=concurrency)
 
 
 def _list_params(task_id: int, *, status: str | None, author_id: int | None) -> dict[str, object]:

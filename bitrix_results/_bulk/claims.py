@@ -20,7 +20,7 @@ import msgspec
 from .._transport.codec import decode_result, encode
 from ..errors import BitrixError
 from ..models import NewResult, TaskResult
-from .journal import Journal
+from .journal import Journal, JournalEntry
 from .types import ADD, Outcome
 
 __all__ = ["PRUNE_AT", "Claims", "Entry", "digest", "key_for"]
@@ -102,13 +102,13 @@ class Claims:
             return self.claimed
         return self.claimed | self.journal.claimed_ids(task_id, above)
 
-    def journaled(self, entry: Entry) -> Outcome | tuple[bool, int] | None:
+    def journaled(self, entry: Entry) -> Outcome | JournalEntry | None:
         """What the journal says about ``entry``.
 
         An :class:`Outcome` when it was created in an earlier run (its result is
-        claimed again), ``(batched, watermark)`` when it was pending, None when
-        the journal has no row for it. Raises ValueError when the journal's row
-        is of another item.
+        claimed again), the pending row (``batched``, ``watermark``) when it may
+        have been sent, None when the journal has no row for it. Raises
+        ValueError when the journal's row is of another item.
         """
         if self.journal is None:
             return None
@@ -124,7 +124,7 @@ class Claims:
             result = decode_result(msgspec.Raw(row.result), TaskResult, method=ADD)
             self.claimed.add(result.id)
             return Outcome(entry.index, entry.item, "created", result=result)
-        return row.batched, row.watermark
+        return row
 
     def prune(self) -> None:
         """Forget claimed ids no reconciliation can need: those at or below the

@@ -194,9 +194,8 @@ class Job:
             raise _StopFeeding(exc) from None
         if row is None or isinstance(row, Outcome):
             return row
-        batched, watermark = row
-        if batched:
-            return _Unit([entry], "reconcile", watermark=watermark)
+        if row.batched:
+            return _Unit([entry], "reconcile", watermark=row.watermark)
         # A pending single: sending it again with the same key is a replay.
         return _Unit([entry], "single")
 

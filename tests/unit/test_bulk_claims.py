@@ -7,7 +7,8 @@ import pytest
 
 from bitrix_results._bulk.claims import Claims, Entry, digest, key_for
 from bitrix_results._bulk.gate import TaskGate
-from bitrix_results._bulk.journal import Journal
+from bitrix_results._bulk.journal import Journal, JournalEntry
+from bitrix_results._bulk.types import Outcome
 from bitrix_results.errors import InvalidInputError
 from bitrix_results.models import NewResult, TaskResult
 
@@ -82,11 +83,12 @@ def test_the_journal_sees_pending_created_and_forgotten_items(tmp_path) -> None:
     reopened = Claims(Journal(tmp_path / "job.journal"))
     assert reopened.watermark == 11
     settled = reopened.journaled(first)
-    assert not isinstance(settled, tuple)
-    assert settled is not None
+    assert isinstance(settled, Outcome)
     assert settled.result == result(11)
     assert reopened.claimed == {11}
-    assert reopened.journaled(second) == (True, 5)
+    pending = reopened.journaled(second)
+    assert isinstance(pending, JournalEntry)
+    assert (pending.status, pending.batched, pending.watermark) == ("pending", True, 5)
     assert reopened.journaled(third) is None
     assert reopened.owned(1, 5) == {11}
     with pytest.raises(ValueError, match="item 1 differs"):
