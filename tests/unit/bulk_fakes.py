@@ -21,7 +21,7 @@ from bitrix_results._scheduler import SchedulerStatistics
 from bitrix_results._transport import Call
 from bitrix_results._transport.types import Reply
 from bitrix_results.errors import ConnectionLostError, OutcomeUnknownError, portal_error
-from bitrix_results.models import LegacyTaskResult, TaskResult
+from bitrix_results.models import RESULT_FIELDS, LegacyTaskResult, TaskResult
 
 
 class Lost(Exception):
@@ -118,6 +118,8 @@ class FakePort:
         pages = []
         for command in commands:
             query = command["query"]
+            # Every v3 list names its fields, or a portal may answer ids only.
+            assert tuple(query["select"]) == RESULT_FIELDS, query
             task_id = next(c[2] for c in query["filter"] if c[0] == "taskId")
             after = next((c[2] for c in query["filter"] if c[0] == "id"), 0)
             # One refused command fails the whole REST 3.0 batch (api-facts §3.2).

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from bitrix_results._paging import TRUSTED_PAGE, PageRule, keyset_page, page_query
+from bitrix_results.models import RESULT_FIELDS
 
 
 def test_a_page_query_asks_for_ids_above_the_last_in_id_order() -> None:
     assert page_query(7, 0, 50) == {
         "filter": [["taskId", "=", 7]],
+        "select": RESULT_FIELDS,
         "order": {"id": "ASC"},
         "pagination": {"limit": 50},
     }
