@@ -12,7 +12,7 @@ from ._scheduler import (
     Scheduler,
     SchedulerStatistics,
 )
-from .bulk import BulkReport, Outcome, Progress, TaskResults
+from .bulk import BulkOptions, BulkProgress, BulkReport, Outcome, ResultsOfTask
 from .client import ClientOptions, ResultsClient
 from .errors import (
     AccessDeniedError,
@@ -58,6 +58,8 @@ __all__ = [
     "BatchError",
     "BitrixError",
     "BulkAbortedError",
+    "BulkOptions",
+    "BulkProgress",
     "BulkReport",
     "ClientOptions",
     "ConnectError",
@@ -79,7 +81,6 @@ __all__ = [
     "Outcome",
     "OutcomeUnknownError",
     "PortalError",
-    "Progress",
     "RateLimitError",
     "RedirectRefusedError",
     "RedisBackend",
@@ -87,13 +88,13 @@ __all__ = [
     "ResponseTime",
     "ResultRights",
     "ResultsClient",
+    "ResultsOfTask",
     "RetryPolicy",
     "Scheduler",
     "SchedulerStatistics",
     "ServerError",
     "ServiceBlockedError",
     "TaskResult",
-    "TaskResults",
     "TransportError",
     "ValidationDetail",
     "__version__",

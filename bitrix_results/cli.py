@@ -29,8 +29,7 @@ from rich.table import Table
 
 from ._scheduler import Limits
 from ._scheduler.bound import ideal_finish_time
-from .bulk import ADD, MAX_BATCH, BulkReport, Outcome
-from .bulk import Progress as BulkProgress
+from .bulk import ADD, MAX_BATCH, BulkOptions, BulkProgress, BulkReport, Outcome
 from .client import ResultsClient
 from .errors import BitrixError, InvalidInputError
 from .models import NewResult
@@ -244,9 +243,7 @@ async def _import(
     rows: _Rows,
     *,
     total: int,
-    batch: bool,
-    journal: str | None,
-    concurrency: int | None,
+    options: BulkOptions,
     failures: Path | None,
     show_progress: bool,
 ) -> BulkReport:
@@ -264,9 +261,10 @@ async def _import(
         def progress(p: BulkProgress) -> None:
             bar.update(task, completed=p.done, rate=p.rate, failed=p.failed)
 
-        report = await client.bulk_add(
-            rows, batch=batch, journal=journal, concurrency=concurrency, on_progress=progress
-        )
+        # The bar is the CLI's own progress: it replaces any callback in ``options``.
+        with_bar = options.copy()
+        with_bar["on_progress"] = progress
+        report = await client.bulk_add(rows, **with_bar)
     if failures is not None:
         if report.failed:
             _write_failures(failures, report.outcomes)
@@ -358,9 +356,9 @@ async def _cmd_import(args: argparse.Namespace) -> int:
             client,
             rows,
             total=total,
-            batch=args.batch,
-            journal=args.journal,
-            concurrency=args.concurrency,
+            options=BulkOptions(
+                batch=args.batch, journal=args.journal, concurrency=args.concurrency
+            ),
             failures=failures,
             show_progress=not args.quiet,
         )
@@ -459,9 +457,7 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
                         client,
                         rows,
                         total=rows.count(),
-                        batch=batch,
-                        journal=None,
-                        concurrency=None,
+                        options=BulkOptions(batch=batch),
                         failures=None,
                         show_progress=not args.quiet,
                     )

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Unpack
 import msgspec
 
 from . import _validate as check
+from . import bulk
 from ._options import (
     DEFAULT_TIMEOUT,
     TRANSPORT_OPTIONS,
@@ -24,6 +25,7 @@ from ._options import (
     check_options,
     scheduler_from,
 )
+from ._paging import PageRule, keyset_page
 from ._scheduler import Scheduler, SchedulerStatistics
 from ._transport import (
     AiohttpTransport,
@@ -44,8 +46,7 @@ from .models import RESULT_FIELDS, BoolBody, ItemBody, ItemsBody, LegacyTaskResu
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable
 
-    from .bulk import BulkReport, Outcome, ProgressCallback, TaskResults
-    from .models import NewResult
+    from .bulk import BulkOptions, BulkReport, Items, Outcome, ResultsOfTask
 
 __all__ = ["ClientOptions", "ResultsClient"]
 
@@ -65,9 +66,6 @@ _STATUSES = ("open", "closed")
 # Page size for iter_results. The docs give no default or maximum for this method
 # (facts §4.3, §5.6); 50 is the page size documented across the REST API.
 DEFAULT_PAGE_SIZE = 50
-# The page size the documentation's own example asks for (facts §5.6); a shorter
-# page than this is taken as the end of a list without asking again.
-TRUSTED_PAGE = 10
 # Last segments of REST v2 method names that only read (for ``call``'s retry class).
 _READ_VERBS = frozenset({"list", "get", "fields", "getlist", "getfields"})
 
@@ -105,10 +103,9 @@ class ResultsClient:
         self._transport = transport
         self.page_size = options.get("page_size", DEFAULT_PAGE_SIZE)
         self._scheduler = scheduler_from(options)
-        # The largest page the portal has returned so far: a shorter page ends a
-        # listing. The portal may silently cap pages below the requested limit
-        # (facts §4.3), so "shorter than asked" alone does not prove the end.
-        self._largest_page = 0
+        # When a keyset walk of iter_results ends (api-facts §4.3): learns the
+        # largest page this portal returns. Bulk reads keep a rule of their own.
+        self._pages = PageRule()
 
     # -- construction --------------------------------------------------------------
 
@@ -217,19 +214,17 @@ class ResultsClient:
         if retry is RetryClass.KEYED_WRITE and key is None:
             key = new_idempotency_key()
         call = Call(method=method, api=api, params=params, retry=retry, idempotency_key=key)
-        # The scheduler directly, not through _execute: one coroutine less per call.
+        # The scheduler directly, not through execute: one coroutine less per call.
         reply = await self._scheduler.execute(call, self._transport)
         return reply.result
 
-    async def _execute(self, call: Call) -> Reply:
-        """Run a prepared call through the scheduler (bulk helpers build batches)."""
-        return await self._scheduler.execute(call, self._transport)
+    async def execute(self, call: Call) -> Reply:
+        """Run a prepared call through the scheduler (the bulk engine's batches).
 
-    def _page_query(self, task_id: int, after_id: int) -> dict[str, object]:
-        """The body of one keyset page of a task's results (iter_results, bulk reads)."""
-        return _keyset_page(
-            _list_params(task_id, status=None, author_id=None), after_id, self.page_size
-        )
+        Part of the port the bulk engine uses (``bitrix_results._bulk.port``);
+        applications call the typed methods instead.
+        """
+        return await self._scheduler.execute(call, self._transport)
 
     async def _item(
         self, method: str, params: Mapping[str, object], key: str | None = None
@@ -336,27 +331,15 @@ class ResultsClient:
         size = self.page_size if page_size is None else check.positive_int("page_size", page_size)
         last = check.non_negative_int("after_id", after_id)
         while True:
-            page = await self._list_page(_keyset_page(base, last, size))
+            page = await self._list_page(keyset_page(base, last, size))
             # Only ids past ``last`` are new: a portal that ignored the keyset
             # filter (or overlapped pages) must not make us yield a result twice.
             fresh = [result for result in page if result.id > last]
             for result in fresh:
                 yield result
-            if not fresh or not self._more_pages(page, size):
+            if not fresh or not self._pages.more(len(page), size):
                 return
             last = max(result.id for result in fresh)
-
-    def _more_pages(self, page: builtins.list[TaskResult], page_size: int) -> bool:
-        """Whether a keyset walk should ask for another page after ``page``.
-
-        A page shorter than asked may be the end or the portal's silent cap
-        (facts §4.3). It is the end when it is shorter than the largest page the
-        portal has returned, or shorter than the pages the documentation itself
-        asks for (``limit: 10``, §5.6): no portal is assumed to cap below that.
-        """
-        size = len(page)
-        self._largest_page = max(self._largest_page, size)
-        return size > 0 and size >= min(page_size, max(self._largest_page, TRUSTED_PAGE))
 
     async def send_chat_message(self, task_id: int, text: str) -> None:
         """Post a message to the task's chat (``tasks.task.chat.message.send``, §5.9).
@@ -430,51 +413,15 @@ class ResultsClient:
 
     # -- bulk ----------------------------------------------------------------------
 
-    async def bulk_add(
-        self,
-        items: Iterable[NewResult | tuple[int, str]] | AsyncIterable[NewResult | tuple[int, str]],
-        *,
-        batch: bool = True,
-        concurrency: int | None = None,
-        journal: str | None = None,
-        on_progress: ProgressCallback | None = None,
-        job_id: str | None = None,
-    ) -> BulkReport:
-        """Add many results; see :func:`bitrix_results.bulk.bulk_add`."""
-        from .bulk import bulk_add
-
-        return await bulk_add(
-            self,
-            items,
-            batch=batch,
-            concurrency=concurrency,
-            journal=journal,
-            on_progress=on_progress,
-            job_id=job_id,
-        )
+    async def bulk_add(self, items: Items, **options: Unpack[BulkOptions]) -> BulkReport:
+        """Add many results; see :func:`bitrix_results.bulk.bulk_add` and ``BulkOptions``."""
+        return await bulk.bulk_add(self, items, **options)
 
     def bulk_add_stream(
-        self,
-        items: Iterable[NewResult | tuple[int, str]] | AsyncIterable[NewResult | tuple[int, str]],
-        *,
-        batch: bool = True,
-        concurrency: int | None = None,
-        journal: str | None = None,
-        on_progress: ProgressCallback | None = None,
-        job_id: str | None = None,
+        self, items: Items, **options: Unpack[BulkOptions]
     ) -> AsyncIterator[Outcome]:
         """Add many results, yielding each outcome as it settles; memory stays bounded."""
-        from .bulk import bulk_add_stream
-
-        return bulk_add_stream(
-            self,
-            items,
-            batch=batch,
-            concurrency=concurrency,
-            journal=journal,
-            on_progress=on_progress,
-            job_id=job_id,
-        )
+        return bulk.bulk_add_stream(self, items, **options)
 
     def results_of_many(
         self,
@@ -482,11 +429,9 @@ class ResultsClient:
         *,
         api: Api = "v3",
         concurrency: int | None = None,
-    ) -> AsyncIterator[TaskResults]:
+    ) -> AsyncIterator[ResultsOfTask]:
         """The results of many tasks through batched list calls, streamed per task."""
-        from .bulk import results_of_many
-
-        return results_of_many(self, task_ids, api=api, concurrency=concurrency)
+        return bulk.results_of_many(self, task_ids, api=api, concurrency=concurrency)
 
 
 def _list_params(task_id: int, *, status: str | None, author_id: int | None) -> dict[str, object]:
@@ -499,15 +444,3 @@ def _list_params(task_id: int, *, status: str | None, author_id: int | None) -> 
         conditions.append(["authorId", "=", check.positive_int("author_id", author_id)])
     # Always name the fields: without `select` a v3 list may return only `id` (api-facts §4.3).
     return {"filter": conditions, "select": RESULT_FIELDS}
-
-
-def _keyset_page(base: Mapping[str, object], after_id: int, size: int) -> dict[str, object]:
-    conditions = list(base["filter"])  # type: ignore[call-overload]
-    if after_id:
-        conditions.append(["id", ">", after_id])
-    return {
-        **base,
-        "filter": conditions,
-        "order": {"id": "ASC"},
-        "pagination": {"limit": size},
-    }

@@ -34,12 +34,8 @@ transport redacts URLs before they reach a message.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from ._bulk.types import BulkReport
 from .models import ValidationDetail
-
-if TYPE_CHECKING:
-    from .bulk import BulkReport
 
 __all__ = [
     "AccessDeniedError",

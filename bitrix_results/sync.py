@@ -48,7 +48,7 @@ from ._scheduler import SchedulerStatistics
 from ._transport import TokenCallback
 from ._transport.auth import DEFAULT_TOKEN_URL
 from ._transport.types import Api
-from .bulk import BulkReport, Outcome, ProgressCallback, TaskResults
+from .bulk import BulkOptions, BulkReport, Outcome, ResultsOfTask
 from .models import LegacyTaskResult, NewResult, TaskResult
 
 __all__ = ["ResultsClient"]
@@ -325,49 +325,18 @@ class ResultsClient:
         return self._run(self._client.call, method, params, api=api, idempotent=idempotent)
 
     def bulk_add(
-        self,
-        items: Iterable[NewResult | tuple[int, str]],
-        *,
-        batch: bool = True,
-        concurrency: int | None = None,
-        journal: str | None = None,
-        on_progress: ProgressCallback | None = None,
-        job_id: str | None = None,
+        self, items: Iterable[NewResult | tuple[int, str]], **options: Unpack[BulkOptions]
     ) -> BulkReport:
-        return self._run(
-            self._client.bulk_add,
-            items,
-            batch=batch,
-            concurrency=concurrency,
-            journal=journal,
-            on_progress=on_progress,
-            job_id=job_id,
-        )
+        return self._run(self._client.bulk_add, items, **options)
 
     def bulk_add_stream(
-        self,
-        items: Iterable[NewResult | tuple[int, str]],
-        *,
-        batch: bool = True,
-        concurrency: int | None = None,
-        journal: str | None = None,
-        on_progress: ProgressCallback | None = None,
-        job_id: str | None = None,
+        self, items: Iterable[NewResult | tuple[int, str]], **options: Unpack[BulkOptions]
     ) -> Iterator[Outcome]:
-        return self._iterate(
-            lambda: self._client.bulk_add_stream(
-                items,
-                batch=batch,
-                concurrency=concurrency,
-                journal=journal,
-                on_progress=on_progress,
-                job_id=job_id,
-            )
-        )
+        return self._iterate(lambda: self._client.bulk_add_stream(items, **options))
 
     def results_of_many(
         self, task_ids: Iterable[int], *, api: Api = "v3", concurrency: int | None = None
-    ) -> Iterator[TaskResults]:
+    ) -> Iterator[ResultsOfTask]:
         return self._iterate(
             lambda: self._client.results_of_many(task_ids, api=api, concurrency=concurrency)
         )

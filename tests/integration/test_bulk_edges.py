@@ -8,19 +8,21 @@ import subprocess
 import sys
 
 import aiohttp
+import anyio
 import pytest
 
-import bitrix_results.bulk as bulk
 from bitrix_results import (
     ConnectError,
     InvalidInputError,
     Limits,
     NewResult,
+    Outcome,
     OutcomeUnknownError,
     ResultsClient,
     RetryPolicy,
 )
-from bitrix_results._journal import Journal
+from bitrix_results._bulk.journal import Journal
+from bitrix_results._bulk.pipeline import Job
 from bitrix_results.errors import BulkAbortedError
 from bitrix_results.testing import Faults
 
@@ -174,16 +176,23 @@ async def test_a_journal_of_another_input_is_refused(make_fake_portal, tmp_path)
     assert running.portal.results_of(21) == []
 
 
-async def test_pruning_never_loses_a_claim_a_reconciliation_needs(make_fake_portal, monkeypatch):
-    monkeypatch.setattr(bulk, "_PRUNE_AT", 1)
+async def test_pruning_never_loses_a_claim_a_reconciliation_needs(make_fake_portal):
     running = make_fake_portal(
         **FAST, faults=Faults(fail_before=0.3, methods=frozenset({"batch"})), seed=3
     )
     # Repeated texts per task: a wrong claim would show as a missing item.
     items = [NewResult(1 + i % 4, f"same {i % 6}") for i in range(1200)]
     async with client_for(running) as client:
-        report = await client.bulk_add(items)
-    assert_exactly_once(running, items, report.outcomes)
+        # Pruned after every claim: only the watermarks of units in flight keep ids.
+        job = Job(client, {}, total=len(items), prune_at=1)
+        send, receive = anyio.create_memory_object_stream[Outcome](100)
+        outcomes: list[Outcome] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(job.run, items, send)
+            async with receive:
+                outcomes = [o async for o in receive]
+    assert len(job.claims.claimed) < len(items)
+    assert_exactly_once(running, items, sorted(outcomes, key=lambda o: o.index))
 
 
 async def test_a_resumed_job_starts_from_the_journals_largest_result_id(make_fake_portal, tmp_path):
@@ -200,17 +209,9 @@ async def test_a_resumed_job_starts_from_the_journals_largest_result_id(make_fak
     assert top == max(o.result.id for o in first.outcomes if o.result is not None)
     # The job built on that journal starts with it as its watermark.
     async with client_for(running) as client:
-        job = bulk._Job(
-            client,
-            batch=True,
-            concurrency=None,
-            journal=str(journal),
-            on_progress=None,
-            job_id=None,
-            total=None,
-        )
+        job = Job(client, {"journal": str(journal)})
         try:
-            assert job.watermark == top
+            assert job.claims.watermark == top
         finally:
-            assert job.journal is not None
-            job.journal.close()
+            assert job.claims.journal is not None
+            job.claims.journal.close()

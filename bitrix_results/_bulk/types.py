@@ -1,0 +1,139 @@
+"""The bulk result types and options: a leaf that imports only the models.
+
+``errors.py`` imports :class:`BulkReport` from here, so nothing in this module
+may import the rest of the package at run time.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, TypedDict
+
+from ..models import LegacyTaskResult, NewResult, TaskResult
+
+if TYPE_CHECKING:
+    from .._scheduler.stats import SchedulerStatistics
+    from ..errors import BitrixError
+
+__all__ = [
+    "ADD",
+    "LIST",
+    "MAX_BATCH",
+    "BulkOptions",
+    "BulkProgress",
+    "BulkReport",
+    "Outcome",
+    "ProgressCallback",
+    "ResultsOfTask",
+    "check_options",
+]
+
+ADD = "tasks.task.result.add"
+LIST = "tasks.task.result.list"
+# At most 50 commands in one batch (api-facts §3.1, §3.2).
+MAX_BATCH = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one input item.
+
+    ``status == "created"``: ``result`` is the new result. ``status == "failed"``:
+    ``error`` says why, and nothing was created for this item.
+    """
+
+    index: int
+    item: NewResult
+    status: Literal["created", "failed"]
+    result: TaskResult | None = None
+    error: BitrixError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BulkProgress:
+    """Passed to ``on_progress`` as items settle. ``total`` is None for unsized inputs."""
+
+    done: int
+    created: int
+    failed: int
+    total: int | None
+    elapsed: float
+
+    @property
+    def rate(self) -> float:
+        """Items settled per second so far."""
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+
+ProgressCallback = Callable[[BulkProgress], Awaitable[None] | None]
+
+
+class BulkOptions(TypedDict, total=False):
+    """The options of a bulk import, shared by the client, the blocking facade and the CLI.
+
+    - ``batch`` (default True): up to 50 adds per request; False sends one keyed
+      request per item.
+    - ``concurrency``: units of work in flight (default 8 in batch mode, 16 single).
+    - ``journal``: a SQLite file path; a killed import started again with it
+      finishes the rest and creates nothing twice.
+    - ``on_progress``: called (sync or async) with a :class:`BulkProgress` as items settle.
+    - ``job_id``: the job's id, from which unkeyed items' idempotency keys derive.
+    """
+
+    batch: bool
+    concurrency: int | None
+    journal: str | None
+    on_progress: ProgressCallback | None
+    job_id: str | None
+
+
+def check_options(options: Mapping[str, object], where: str = "bulk_add") -> None:
+    """Refuse an option the job does not know, as a misspelt keyword would be refused.
+
+    ``**options: Unpack[BulkOptions]`` is checked by mypy only; a typo at run
+    time must not be ignored silently.
+    """
+    for name in options:
+        if name not in BulkOptions.__annotations__:
+            raise TypeError(f"{where}() got an unexpected keyword argument {name!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class BulkReport:
+    """The result of :func:`bitrix_results.bulk.bulk_add`: one outcome per item, in input order."""
+
+    outcomes: list[Outcome]
+    created: int
+    failed: int
+    elapsed: float
+    mode: Literal["batch", "single"]
+    #: The client's scheduler at the end of the job (its counters span the client's life).
+    statistics: SchedulerStatistics
+    job_id: str
+    #: This job's share of the counters: HTTP requests sent (retries included), 503
+    #: and 429 answers seen, retries by reason, seconds spent waiting for the limits.
+    requests: int = 0
+    rate_limit_hits: int = 0
+    operating_limit_hits: int = 0
+    retries: dict[str, int] = field(default_factory=dict)
+    wait_seconds: float = 0.0
+
+    def failures_by_reason(self) -> dict[str, int]:
+        """Failed items counted by error class name (``InvalidInputError``, ...)."""
+        reasons = Counter(type(o.error).__name__ for o in self.outcomes if o.status == "failed")
+        return dict(reasons.most_common())
+
+    @property
+    def rate(self) -> float:
+        return len(self.outcomes) / self.elapsed if self.elapsed > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ResultsOfTask:
+    """The results of one task from ``results_of_many``, or why they could not be read."""
+
+    task_id: int
+    results: list[TaskResult] | list[LegacyTaskResult]
+    error: BitrixError | None = None

@@ -1,0 +1,150 @@
+"""A fake :class:`BulkPort`: an in-memory portal with switches for lost answers.
+
+No HTTP, no scheduler: the bulk engine is driven through the same port the
+real client implements. Every method yields to the loop once, so concurrent
+units interleave as they would on the wire.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import msgspec
+
+from bitrix_results._bulk.types import ADD, LIST
+from bitrix_results._scheduler import SchedulerStatistics
+from bitrix_results._transport import Call
+from bitrix_results._transport.types import Reply
+from bitrix_results.errors import ConnectionLostError, OutcomeUnknownError, portal_error
+from bitrix_results.models import RESULT_FIELDS, LegacyTaskResult, TaskResult
+
+
+class Lost(Exception):
+    """The answer of a request that executed never came back."""
+
+
+class FakePort:
+    """Results per task, ids growing from 1; keyed adds replay like the portal's."""
+
+    def __init__(self, *, page_size: int = 50, cap: int | None = None) -> None:
+        self.page_size = page_size
+        # The portal's silent cap on a page (api-facts §4.3), if any.
+        self.cap = cap
+        self.tasks: defaultdict[int, list[TaskResult]] = defaultdict(list)
+        self.next_id = 1
+        self.replays: dict[str, TaskResult] = {}
+        # Tasks the portal refuses: adds and lists on them fail with "not found".
+        self.forbidden: set[int] = set()
+        # How many of the next add batches execute and then lose their answer.
+        self.lose_batches = 0
+        # Every n-th add batch (1-based) executes and loses its answer.
+        self.lose_every_batch = 0
+        # How many of the next keyed adds execute and then lose their answer.
+        self.lose_adds = 0
+        # Add batches execute and then never answer (a run killed while waiting).
+        self.hang_batches = False
+        self.requests: Counter[str] = Counter()
+        self._batches = 0
+
+    # -- the portal side -----------------------------------------------------------
+
+    def create(self, task_id: int, text: str) -> TaskResult:
+        result = TaskResult(id=self.next_id, task_id=task_id, text=text)
+        self.next_id += 1
+        self.tasks[task_id].append(result)
+        return result
+
+    def all_results(self) -> list[TaskResult]:
+        return [r for results in self.tasks.values() for r in results]
+
+    def _refuse(self, task_id: int, method: str) -> None:
+        if task_id in self.forbidden:
+            raise portal_error(code="0", message="Task not found.", status=400, method=method)
+
+    # -- the port ------------------------------------------------------------------
+
+    async def add(
+        self, task_id: int, text: str, *, idempotency_key: str | None = None
+    ) -> TaskResult:
+        await anyio.lowlevel.checkpoint()
+        self.requests["add"] += 1
+        if idempotency_key is not None and idempotency_key in self.replays:
+            result = self.replays[idempotency_key]
+        else:
+            self._refuse(task_id, ADD)
+            result = self.create(task_id, text)
+            if idempotency_key is not None:
+                self.replays[idempotency_key] = result
+        if self.lose_adds:
+            self.lose_adds -= 1
+            raise OutcomeUnknownError(ADD, Lost("answer lost"))
+        return result
+
+    async def execute(self, call: Call) -> Reply:
+        await anyio.lowlevel.checkpoint()
+        assert (call.method, call.api) == ("batch", "v3"), call
+        commands: list[Mapping[str, Any]] = list(call.params)  # type: ignore[arg-type]
+        methods = {c["method"] for c in commands}
+        if methods == {ADD}:
+            return await self._add_batch(commands)
+        assert methods == {LIST}, methods
+        return self._list_batch(commands)
+
+    async def _add_batch(self, commands: list[Mapping[str, Any]]) -> Reply:
+        self.requests["add batch"] += 1
+        self._batches += 1
+        bodies = []
+        for command in commands:
+            fields = command["query"]["fields"]
+            # A refused command keeps the prefix before it (no rollback).
+            self._refuse(fields["taskId"], ADD)
+            bodies.append({"item": self.create(fields["taskId"], fields["text"])})
+        if self.hang_batches:
+            await anyio.sleep_forever()
+        lose_this = self.lose_every_batch and self._batches % self.lose_every_batch == 0
+        if self.lose_batches or lose_this:
+            if self.lose_batches:
+                self.lose_batches -= 1
+            raise ConnectionLostError("answer lost", method="batch")
+        return Reply(200, msgspec.Raw(msgspec.json.encode(bodies)), None)
+
+    def _list_batch(self, commands: list[Mapping[str, Any]]) -> Reply:
+        self.requests["list batch"] += 1
+        pages = []
+        for command in commands:
+            query = command["query"]
+            # Every v3 list names its fields, or a portal may answer ids only.
+            assert tuple(query["select"]) == RESULT_FIELDS, query
+            task_id = next(c[2] for c in query["filter"] if c[0] == "taskId")
+            after = next((c[2] for c in query["filter"] if c[0] == "id"), 0)
+            # One refused command fails the whole REST 3.0 batch (api-facts §3.2).
+            self._refuse(task_id, LIST)
+            pages.append({"items": self._page(task_id, after, query["pagination"]["limit"])})
+        return Reply(200, msgspec.Raw(msgspec.json.encode(pages)), None)
+
+    def _page(self, task_id: int, after: int, limit: int) -> list[TaskResult]:
+        size = min(limit, self.cap) if self.cap is not None else limit
+        return [r for r in self.tasks[task_id] if r.id > after][:size]
+
+    async def iter_results(self, task_id: int, *, after_id: int = 0) -> AsyncIterator[TaskResult]:
+        await anyio.lowlevel.checkpoint()
+        self.requests["list"] += 1
+        self._refuse(task_id, LIST)
+        for result in self.tasks[task_id]:
+            if result.id > after_id:
+                yield result
+
+    async def list_legacy(self, task_id: int) -> builtins.list[LegacyTaskResult]:
+        await anyio.lowlevel.checkpoint()
+        self._refuse(task_id, LIST)
+        return [
+            LegacyTaskResult(id=r.id, task_id=r.task_id, text=r.text) for r in self.tasks[task_id]
+        ]
+
+    def statistics(self) -> SchedulerStatistics:
+        return SchedulerStatistics(requests_sent=sum(self.requests.values()))
