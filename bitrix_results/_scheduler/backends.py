@@ -173,9 +173,11 @@ class Waiters:
 
     def wake_first(self, keys: Sequence[tuple[BudgetKey, int]]) -> None:
         """:meth:`wake` for each key of ``(key, units)`` pairs."""
-        if self._queues:  # nobody ever waited: nothing to look up
+        queues = self._queues
+        if queues:  # nobody ever waited: nothing to look up
             for key, _ in keys:
-                self.wake(key)
+                if queues.get(key):  # runs per call: no method call for an empty queue
+                    self.wake(key)
 
     def handed_on(self, admission: Admission, woken_by: BudgetKey | None) -> None:
         """After a refusal: pass on a wake-up this caller cannot use."""
