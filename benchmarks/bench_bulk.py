@@ -51,7 +51,7 @@ from _common import (
 )
 
 from bitrix_results import NewResult, ResultsClient
-from bitrix_results._scheduler.bound import ideal_finish_time
+from bitrix_results._bound import ideal_finish_time
 from bitrix_results.testing import FakePortal, PortalConfig, serve_portal_in_thread
 
 TARGET_RATIO = 1.05

@@ -24,7 +24,7 @@ from typing import Any
 from _common import OPEN_TASKS, compressed_cost, emit, in_thread, limits_of, machine, parser, table
 
 from bitrix_results import ResultsClient
-from bitrix_results._scheduler.bound import ideal_finish_time
+from bitrix_results._bound import ideal_finish_time
 from bitrix_results.testing import PortalConfig
 
 TARGET_RATIO = 1.05

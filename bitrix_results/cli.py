@@ -27,8 +27,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ._bound import ideal_finish_time
 from ._scheduler import Limits
-from ._scheduler.bound import ideal_finish_time
 from .bulk import ADD, MAX_BATCH, BulkOptions, BulkProgress, BulkReport, Outcome
 from .client import ResultsClient
 from .errors import BitrixError, InvalidInputError

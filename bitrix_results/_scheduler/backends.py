@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-import weakref
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -33,13 +32,27 @@ from .budget import (
     try_admit,
 )
 from .clock import Clock
+from .per_loop import PerLoop
 from .stats import BucketStatistics, BudgetStatistics
 
 __all__ = ["Backend", "MemoryBackend", "Waiters", "default_backend"]
 
 
 class Backend(Protocol):
-    """The state of the bucket per portal and of the budget per (credential, method)."""
+    """The state of the bucket per portal and of the budget per (credential, method).
+
+    Try now, else await: each step the scheduler takes on every call comes in
+    two forms. ``x_now`` does the step at once, without awaiting, or declines
+    (returns None or False) having done nothing; only then does the scheduler
+    await ``x``. The memory backend does every step at once, so a call costs
+    no coroutine per step; Redis declines them all (each is a round trip). A
+    backend that overrides an async form must keep its ``_now`` form in step
+    with it, or make it decline.
+    """
+
+    def reserve_now(self, portal: str, config: BucketConfig) -> Reservation | None:
+        """A free slot in ``portal``'s bucket at once, or None: then :meth:`reserve`."""
+        ...
 
     async def reserve(self, portal: str, config: BucketConfig, clock: Clock) -> Reservation:
         """Take one slot in ``portal``'s bucket, waiting in line for it."""
@@ -51,11 +64,27 @@ class Backend(Protocol):
         """The portal answered 503: mark the bucket full and slow the drain."""
         ...
 
+    def succeeded_now(self, portal: str, config: BucketConfig) -> bool:
+        """:meth:`succeeded` at once (True), or False: then await :meth:`succeeded`."""
+        ...
+
     async def succeeded(self, portal: str, config: BucketConfig, clock: Clock) -> None:
         """A request went through: recover some of the drain rate."""
         ...
 
-    async def try_admit(
+    def admit_now(
+        self,
+        ticket: str,
+        keys: Sequence[tuple[BudgetKey, int]],
+        rules: BudgetRules,
+        clock: Clock,
+        *,
+        woken_by: BudgetKey | None = None,
+    ) -> Admission | None:
+        """:meth:`admit` at once, or None: then await :meth:`admit`."""
+        ...
+
+    async def admit(
         self,
         ticket: str,
         keys: Sequence[tuple[BudgetKey, int]],
@@ -78,6 +107,17 @@ class Backend(Protocol):
         Returns the key whose change woke us (None: the time came). ``attempt``
         counts this call's refusals so far (a backend that polls backs off).
         """
+        ...
+
+    def settle_now(
+        self,
+        ticket: str,
+        keys: Sequence[tuple[BudgetKey, int]],
+        settlement: Settlement,
+        rules: BudgetRules,
+        clock: Clock,
+    ) -> bool:
+        """:meth:`settle` at once (True), or False: then await :meth:`settle`."""
         ...
 
     async def settle(
@@ -122,32 +162,27 @@ class Waiters:
     def __init__(self) -> None:
         self._queues: dict[BudgetKey, deque[asyncio.Future[BudgetKey]]] = {}
 
-    def wake_one(self, keys: Iterable[BudgetKey]) -> None:
-        for key in keys:
-            queue = self._queues.get(key)
-            while queue:
-                waiter = queue.popleft()
-                if not waiter.done():
-                    waiter.set_result(key)
-                    break
+    def wake(self, key: BudgetKey) -> None:
+        """Wake the first caller still waiting for ``key``, if any."""
+        queue = self._queues.get(key)
+        while queue:
+            waiter = queue.popleft()
+            if not waiter.done():  # a timed-out or cancelled waiter is skipped
+                waiter.set_result(key)
+                return
 
     def wake_first(self, keys: Sequence[tuple[BudgetKey, int]]) -> None:
-        """:meth:`wake_one` for ``(key, units)`` pairs, without a generator per call."""
+        """:meth:`wake` for each key of ``(key, units)`` pairs."""
         queues = self._queues
-        if not queues:
-            return
-        for key, _ in keys:
-            queue = queues.get(key)
-            while queue:
-                waiter = queue.popleft()
-                if not waiter.done():
-                    waiter.set_result(key)
-                    break
+        if queues:  # nobody ever waited: nothing to look up
+            for key, _ in keys:
+                if queues.get(key):  # runs per call: no method call for an empty queue
+                    self.wake(key)
 
     def handed_on(self, admission: Admission, woken_by: BudgetKey | None) -> None:
         """After a refusal: pass on a wake-up this caller cannot use."""
         if woken_by is not None and woken_by not in admission.blocked_by:
-            self.wake_one((woken_by,))
+            self.wake(woken_by)
 
     async def wait(
         self, keys: Sequence[BudgetKey], seconds: float, clock: Clock
@@ -168,7 +203,7 @@ class Waiters:
         except asyncio.CancelledError:
             if woken.done() and not woken.cancelled():
                 # We were handed the baton but will not use it: pass it on.
-                self.wake_one((woken.result(),))
+                self.wake(woken.result())
             raise
         finally:
             if timer is not None:
@@ -199,41 +234,19 @@ class MemoryBackend:
     sync facade's thread and an async app) do not share: give them a
     :class:`~bitrix_results._scheduler.redis.RedisBackend`.
 
+    Every step is done at once (the ``_now`` forms); the async forms only wrap
+    them. Nothing awaits between reading and writing a bucket or a
+    :class:`KeyState`, so on one event loop every decision is atomic without a
+    lock.
+
     The first scheduler to use a portal's bucket sets its capacity and rate.
     """
 
     def __init__(self) -> None:
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
-            weakref.WeakKeyDictionary()
-        )
-        #: The state last used, for statistics read outside the loop.
-        self._last: _LoopState = _LoopState()
-        #: The loop ``_last`` belongs to (weakly: a closed loop may go).
-        self._last_loop: weakref.ReferenceType[asyncio.AbstractEventLoop] | None = None
-
-    def _state(self) -> _LoopState:
-        loop = asyncio.get_running_loop()
-        # Nearly every call comes from the loop used last: a weak reference to it
-        # answers that without the WeakKeyDictionary lookup (hot path, several
-        # times per call before).
-        last = self._last_loop
-        if last is not None and last() is loop:
-            return self._last
-        state = self._loops.get(loop)
-        if state is None:
-            state = self._loops[loop] = _LoopState()
-        self._last = state
-        self._last_loop = weakref.ref(loop)
-        return state
-
-    def _current(self) -> _LoopState:
-        try:
-            return self._state()
-        except RuntimeError:
-            return self._last
+        self._states: PerLoop[_LoopState] = PerLoop(_LoopState)
 
     def _bucket(self, portal: str, config: BucketConfig) -> MemoryBucket:
-        buckets = self._state().buckets
+        buckets = self._states.get().buckets
         bucket = buckets.get(portal)
         if bucket is None:
             bucket = buckets[portal] = MemoryBucket(config)
@@ -241,29 +254,27 @@ class MemoryBackend:
 
     # -- bucket -------------------------------------------------------------------
 
+    def reserve_now(self, portal: str, config: BucketConfig) -> Reservation | None:
+        return self._bucket(portal, config).try_reserve()
+
     async def reserve(self, portal: str, config: BucketConfig, clock: Clock) -> Reservation:
         return await self._bucket(portal, config).reserve()
-
-    def try_reserve(self, portal: str, config: BucketConfig) -> Reservation | None:
-        """A free slot in ``portal``'s bucket at once, or None: then :meth:`reserve`.
-
-        The scheduler's synchronous fast path (no coroutine when nobody waits).
-        """
-        return self._bucket(portal, config).try_reserve()
 
     async def rate_limited(
         self, portal: str, config: BucketConfig, reservation: Reservation, clock: Clock
     ) -> None:
         self._bucket(portal, config).rate_limited(reservation)
 
+    def succeeded_now(self, portal: str, config: BucketConfig) -> bool:
+        self._bucket(portal, config).succeeded()
+        return True
+
     async def succeeded(self, portal: str, config: BucketConfig, clock: Clock) -> None:
         self.succeeded_now(portal, config)
 
-    def succeeded_now(self, portal: str, config: BucketConfig) -> None:
-        self._bucket(portal, config).succeeded()
-
     def bucket_statistics(self, portal: str) -> BucketStatistics | None:
-        bucket = self._current().buckets.get(portal)
+        state = self._states.current()
+        bucket = None if state is None else state.buckets.get(portal)
         if bucket is None:
             return None
         try:
@@ -279,31 +290,18 @@ class MemoryBackend:
         )
 
     # -- budget -------------------------------------------------------------------
-    # Nothing below awaits between reading and writing a KeyState, so on one
-    # event loop every decision is atomic without a lock.
 
     @staticmethod
     def _budgets(
         state: _LoopState, keys: Sequence[tuple[BudgetKey, int]]
     ) -> dict[BudgetKey, KeyState]:
         # The loop's own dict, every key present: budget.py only indexes it by
-        # ``keys``, so no per-call dict of just those keys is built (hot path).
+        # ``keys``, so no dict of just those keys is built per call.
         budgets = state.budgets
         for key, _ in keys:
             if key not in budgets:
                 budgets[key] = KeyState()
         return budgets
-
-    async def try_admit(
-        self,
-        ticket: str,
-        keys: Sequence[tuple[BudgetKey, int]],
-        rules: BudgetRules,
-        clock: Clock,
-        *,
-        woken_by: BudgetKey | None = None,
-    ) -> Admission:
-        return self.admit_now(ticket, keys, rules, clock, woken_by=woken_by)
 
     def admit_now(
         self,
@@ -314,8 +312,7 @@ class MemoryBackend:
         *,
         woken_by: BudgetKey | None = None,
     ) -> Admission:
-        """:meth:`try_admit` without a coroutine (the scheduler's fast path)."""
-        state = self._state()
+        state = self._states.get()
         admission = try_admit(self._budgets(state, keys), ticket, keys, rules, clock.time())
         if admission.admitted:
             # There may be room for the next one too: let it look.
@@ -324,12 +321,36 @@ class MemoryBackend:
             state.waiters.handed_on(admission, woken_by)
         return admission
 
+    async def admit(
+        self,
+        ticket: str,
+        keys: Sequence[tuple[BudgetKey, int]],
+        rules: BudgetRules,
+        clock: Clock,
+        *,
+        woken_by: BudgetKey | None = None,
+    ) -> Admission:
+        return self.admit_now(ticket, keys, rules, clock, woken_by=woken_by)
+
     async def wait_budget(
         self, admission: Admission, clock: Clock, *, attempt: int = 1
     ) -> BudgetKey | None:
-        return await self._state().waiters.wait(
+        return await self._states.get().waiters.wait(
             admission.blocked_by, admission.retry_at - clock.time(), clock
         )
+
+    def settle_now(
+        self,
+        ticket: str,
+        keys: Sequence[tuple[BudgetKey, int]],
+        settlement: Settlement,
+        rules: BudgetRules,
+        clock: Clock,
+    ) -> bool:
+        state = self._states.get()
+        settle(self._budgets(state, keys), ticket, keys, settlement, rules, clock.time())
+        state.waiters.wake_first(keys)
+        return True
 
     async def settle(
         self,
@@ -341,22 +362,10 @@ class MemoryBackend:
     ) -> None:
         self.settle_now(ticket, keys, settlement, rules, clock)
 
-    def settle_now(
-        self,
-        ticket: str,
-        keys: Sequence[tuple[BudgetKey, int]],
-        settlement: Settlement,
-        rules: BudgetRules,
-        clock: Clock,
-    ) -> None:
-        """:meth:`settle` without a coroutine (the scheduler's fast path)."""
-        state = self._state()
-        settle(self._budgets(state, keys), ticket, keys, settlement, rules, clock.time())
-        state.waiters.wake_first(keys)
-
     def budget_statistics(self, key: BudgetKey) -> BudgetStatistics | None:
-        state = self._current().budgets.get(key)
-        return None if state is None else statistics_of(key, state)
+        state = self._states.current()
+        budget = None if state is None else state.budgets.get(key)
+        return None if budget is None else statistics_of(key, budget)
 
 
 _DEFAULT = MemoryBackend()

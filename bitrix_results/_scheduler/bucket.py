@@ -63,15 +63,15 @@ class BucketConfig:
 class Reservation(msgspec.Struct, frozen=True, gc=False):
     """A slot taken in the bucket, just before sending."""
 
-    # A frozen msgspec Struct, not a frozen dataclass: one per call (hot path),
-    # built in C. gc=False: it holds only floats.
+    # A frozen msgspec Struct, not a frozen dataclass: one is made per call,
+    # and a Struct is built in C. gc=False: it holds only floats.
 
     #: Seconds the caller was held back (0.0 when a slot was free).
     waited: float
     #: When the slot was taken, in the bucket's own time base. A 503 on a request
     #: reserved before the last slow-down is part of the same congestion event
     #: and does not slow down again.
-    ticket: float
+    reserved_at: float
     #: The effective drain rate when reserved.
     drain_per_second: float
 
@@ -109,7 +109,7 @@ class MemoryBucket(AsyncLimiter):
         """Take a free slot at once, or None when one must wait (then :meth:`reserve`).
 
         aiolimiter's ``acquire()`` with nobody waiting and room for one, without
-        its coroutine, its second leak and its wake-up scan (hot path). Nobody
+        its coroutine, its second leak and its wake-up scan. Nobody
         waiting means no wake-up timer is set either, so there is none to reset.
         """
         if self._waiters or not self.has_capacity():
@@ -117,7 +117,9 @@ class MemoryBucket(AsyncLimiter):
         self._level += 1
         # has_capacity() just leaked up to now: _last_check is the loop time.
         return Reservation(
-            waited=0.0, ticket=self._last_check, drain_per_second=self.nominal_drain * self._factor
+            waited=0.0,
+            reserved_at=self._last_check,
+            drain_per_second=self.nominal_drain * self._factor,
         )
 
     async def reserve(self) -> Reservation:
@@ -134,7 +136,7 @@ class MemoryBucket(AsyncLimiter):
         now = loop.time()
         return Reservation(
             waited=now - start if blocked else 0.0,
-            ticket=now,
+            reserved_at=now,
             drain_per_second=self.drain_per_second,
         )
 
@@ -143,7 +145,7 @@ class MemoryBucket(AsyncLimiter):
         self._leak()
         # Mark full: the portal refused, so its level is at least the threshold.
         self._level = max(self._level, self.max_rate)
-        if reservation.ticket >= self._decreased_at:
+        if reservation.reserved_at >= self._decreased_at:
             # One slow-down per congestion event: requests reserved before the
             # last one were paced at the old rate and prove nothing new.
             self._set_factor(max(RATE_FLOOR, self._factor * RATE_DECREASE))

@@ -147,7 +147,7 @@ class KeyState(msgspec.Struct, kw_only=True):
 
     @property
     def in_flight_units(self) -> int:
-        # map + attrgetter sums in C: this runs on every admission (hot path).
+        # map + attrgetter sums in C: this runs on every admission.
         return sum(map(_UNITS, self.flights.values()))
 
 
@@ -155,7 +155,7 @@ class Admission(msgspec.Struct, frozen=True, gc=False):
     """The answer of :func:`try_admit`."""
 
     # A frozen msgspec Struct rather than a frozen dataclass, like Settlement:
-    # one of each is made per call (hot path), and a frozen dataclass's
+    # one of each is made per call, and a frozen dataclass's
     # __init__ (object.__setattr__ per field) costs about 1 us against 0.2 us.
     # gc=False: it holds only numbers and tuples of strings, never a cycle.
 
@@ -192,7 +192,7 @@ class _Verdict:
 
 
 # The verdicts without a time, made once: _verdict runs on every admission
-# (hot path), and a frozen verdict can be shared.
+# (once per call), and a frozen verdict can be shared.
 _ADMIT = _Verdict(admit=True)
 _ADMIT_PROBE = _Verdict(admit=True, probe=True)
 _REFUSE = _Verdict(admit=False)
@@ -222,7 +222,7 @@ def try_admit(
     A refusal may start a hold (recorded in the state).
     """
     # A plain loop rather than a comprehension and all(generator): fewer
-    # temporary objects per admission (hot path).
+    # temporary objects per admission.
     verdicts = []
     admit = True
     for key, units in keys:

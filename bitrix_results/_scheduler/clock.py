@@ -5,7 +5,7 @@ is a Unix timestamp, facts §2.1), so budget holds are computed with
 :meth:`Clock.time`. Pacing speaks *loop* time: aiolimiter reads
 ``loop.time()`` (the leaky bucket), and so do asyncio timeouts, so
 :meth:`Clock.monotonic` must be the running event loop's clock. Tests swap in
-:class:`~bitrix_results._scheduler.virtual_time.VirtualClock` on a virtual-time
+:class:`~bitrix_results.testing.virtual_time.VirtualClock` on a virtual-time
 loop and never sleep for real.
 """
 

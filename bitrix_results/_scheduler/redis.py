@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +42,7 @@ from .budget import (
     try_admit,
 )
 from .clock import Clock
+from .per_loop import PerLoop
 from .stats import BucketStatistics, BudgetStatistics
 
 if TYPE_CHECKING:
@@ -158,23 +158,14 @@ class RedisBackend:
         self._script = redis.register_script(_BUCKET_LUA)
         self._buckets: dict[str, BucketStatistics] = {}
         self._budgets: dict[BudgetKey, KeyState] = {}
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Local] = (
-            weakref.WeakKeyDictionary()
-        )
+        # This process's waiters and lock, per event loop (both belong to one).
+        self._local: PerLoop[_Local] = PerLoop(_Local)
 
     def __repr__(self) -> str:
         return f"RedisBackend(prefix={self._prefix!r}, server_time={self._server_time!r})"
 
-    def _local(self) -> _Local:
-        # This process's waiters and lock, per event loop (both belong to one).
-        loop = asyncio.get_running_loop()
-        local = self._loops.get(loop)
-        if local is None:
-            local = self._loops[loop] = _Local()
-        return local
-
     def _waiters(self) -> Waiters:
-        return self._local().waiters
+        return self._local.get().waiters
 
     # -- bucket -------------------------------------------------------------------
 
@@ -213,17 +204,26 @@ class RedisBackend:
         )
         return wait, at
 
+    # Every step is a round trip: each ``_now`` form declines (Backend's "try
+    # now, else await"), and the scheduler awaits the async form.
+
+    def reserve_now(self, portal: str, config: BucketConfig) -> None:
+        return None
+
     async def reserve(self, portal: str, config: BucketConfig, clock: Clock) -> Reservation:
         wait, at = await self._bucket_op("reserve", portal, config, clock)
         # The slot is ours already; we only wait for our turn to use it.
         await clock.sleep(wait)
         stats = self._buckets[portal]
-        return Reservation(waited=wait, ticket=at, drain_per_second=stats.drain_per_second)
+        return Reservation(waited=wait, reserved_at=at, drain_per_second=stats.drain_per_second)
 
     async def rate_limited(
         self, portal: str, config: BucketConfig, reservation: Reservation, clock: Clock
     ) -> None:
-        await self._bucket_op("limited", portal, config, clock, reservation.ticket)
+        await self._bucket_op("limited", portal, config, clock, reservation.reserved_at)
+
+    def succeeded_now(self, portal: str, config: BucketConfig) -> bool:
+        return False
 
     async def succeeded(self, portal: str, config: BucketConfig, clock: Clock) -> None:
         last = self._buckets.get(portal)
@@ -257,7 +257,7 @@ class RedisBackend:
         ttl_ms = max(1, math.ceil((2 * rules.window + self._lease) * 1000))
         # One transaction at a time per process: our own calls would otherwise
         # abort each other's WATCH on a hot key; only other processes can now.
-        async with self._local().lock, self._redis.pipeline(transaction=True) as pipe:
+        async with self._local.get().lock, self._redis.pipeline(transaction=True) as pipe:
             for _ in range(_MAX_CONFLICTS):
                 try:
                     await pipe.watch(*names)
@@ -288,7 +288,18 @@ class RedisBackend:
                 return result
         raise RuntimeError(f"budget keys {names!r}: too much contention, gave up")
 
-    async def try_admit(
+    def admit_now(
+        self,
+        ticket: str,
+        keys: Sequence[tuple[BudgetKey, int]],
+        rules: BudgetRules,
+        clock: Clock,
+        *,
+        woken_by: BudgetKey | None = None,
+    ) -> None:
+        return None
+
+    async def admit(
         self,
         ticket: str,
         keys: Sequence[tuple[BudgetKey, int]],
@@ -305,7 +316,7 @@ class RedisBackend:
         )
         waiters = self._waiters()
         if admission.admitted:
-            waiters.wake_one(key for key, _ in keys)
+            waiters.wake_first(keys)
         else:
             waiters.handed_on(admission, woken_by)
         return admission
@@ -321,6 +332,16 @@ class RedisBackend:
             seconds = min(seconds, backoff, RECHECK_AFTER)
         return await self._waiters().wait(admission.blocked_by, seconds, clock)
 
+    def settle_now(
+        self,
+        ticket: str,
+        keys: Sequence[tuple[BudgetKey, int]],
+        settlement: Settlement,
+        rules: BudgetRules,
+        clock: Clock,
+    ) -> bool:
+        return False
+
     async def settle(
         self,
         ticket: str,
@@ -333,7 +354,7 @@ class RedisBackend:
         await self._transact(
             keys, rules, lambda states: settle(states, ticket, keys, settlement, rules, now)
         )
-        self._waiters().wake_one(key for key, _ in keys)
+        self._waiters().wake_first(keys)
 
     def budget_statistics(self, key: BudgetKey) -> BudgetStatistics | None:
         state = self._budgets.get(key)

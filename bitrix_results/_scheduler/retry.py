@@ -201,6 +201,15 @@ class RetryPolicy:
             if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
                 raise ValueError(f"{name}: must be a non-negative number, got {value!r}")
 
+    @classmethod
+    def no_backoff(cls, *, max_attempts: int = 10) -> RetryPolicy:
+        """Retries without sleeping in between: for tests, where backoff only slows them.
+
+        Everything else is the default; 503 and 429 retries stay paced by the
+        bucket and the budget, which never back off anyway.
+        """
+        return cls(max_attempts=max_attempts, base_delay=0.0, max_delay=0.0)
+
     def backoff_cap(self, failures: int) -> float:
         """The longest sleep after the ``failures``-th backed-off failure (1-based)."""
         if failures < 1:

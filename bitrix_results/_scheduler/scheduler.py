@@ -29,18 +29,18 @@ import asyncio
 import itertools
 import random
 import uuid
-import weakref
 from collections import Counter, deque
 from collections.abc import Sequence
 from types import MappingProxyType
 
 from .._transport.types import Call, Reply, Transport
 from ..errors import ExpiredTokenError, OperatingLimitError, OutcomeUnknownError, RateLimitError
-from .backends import Backend, MemoryBackend, default_backend
+from .backends import Backend, default_backend
 from .bucket import DEFAULT_HEADROOM, BucketConfig
 from .budget import Admission, BudgetKey, BudgetRules, Settlement, merge_keys
 from .clock import Clock, SystemClock
 from .limits import Limits
+from .per_loop import PerLoop
 from .retry import (
     RetryPolicy,
     Safety,
@@ -62,25 +62,25 @@ _OPERATING_LIMIT = Settlement("operating_limit")
 _KEYS_CACHE_SIZE = 1024
 
 
-class _Progress:
+class _QueuedTime:
     """Per logical call: seconds spent queueing (pacing), which is not failing."""
 
-    # A plain slotted class, not a dataclass: one is made per call (hot path).
-    __slots__ = ("queued",)
+    # A plain slotted class, not a dataclass: one is made per call.
+    __slots__ = ("seconds",)
 
     def __init__(self) -> None:
-        self.queued = 0.0
+        self.seconds = 0.0
 
 
 class _Slots:
     """``n`` concurrency slots for one event loop, handed out first come, first served.
 
-    Like ``asyncio.Semaphore`` (and anyio's ``CapacityLimiter``, used before),
-    plus :meth:`try_take`, so the scheduler can take a free slot without
-    creating a coroutine. Unlike anyio's limiter, taking a free slot does not
-    cost an event-loop turn (anyio runs a cancel-shielded checkpoint on every
-    acquire). A released slot goes straight to the first waiter, so a newcomer
-    cannot overtake those already waiting.
+    Like ``asyncio.Semaphore``, plus :meth:`try_take`, so the scheduler can
+    take a free slot without creating a coroutine. Unlike anyio's
+    ``CapacityLimiter``, taking a free slot does not cost an event-loop turn
+    (anyio runs a cancel-shielded checkpoint on every acquire). A released slot
+    goes straight to the first waiter, so a newcomer cannot overtake those
+    already waiting.
     """
 
     __slots__ = ("_free", "_waiters")
@@ -151,10 +151,6 @@ class Scheduler:
             raise ValueError(f"headroom: must be a non-negative int, got {headroom!r}")
         self._limits = limits
         self._backend: Backend = backend if backend is not None else default_backend()
-        # The memory backend (exactly that class, not a subclass that may override
-        # its async methods) is driven through its synchronous twins: no coroutine
-        # per step, no await between deciding and acting (hot path).
-        self._memory = self._backend if type(self._backend) is MemoryBackend else None
         self._concurrency = concurrency
         # Never below one slot, so a tiny test burst still works with the default headroom.
         self._bucket = BucketConfig(
@@ -164,17 +160,10 @@ class Scheduler:
         self._retry = retry if retry is not None else RetryPolicy()
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._rng = random.Random()
-        # Slots (their futures) bind to the event loop they are first used on. The
-        # last loop's slots are cached (with a weak reference to the loop, so
-        # a closed loop can still go): the loop rarely changes, and a
-        # WeakKeyDictionary lookup on every call costs about a microsecond.
-        self._limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Slots] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._limiter_loop: weakref.ReferenceType[asyncio.AbstractEventLoop] | None = None
-        self._limiter_last: _Slots | None = None
+        # Slots (their futures) bind to the event loop they are used on.
+        self._slots: PerLoop[_Slots] = PerLoop(lambda: _Slots(concurrency))
         # (credential, call.budget or call.method) -> merged budget keys: the
-        # same few shapes recur on every call, so merge them once (hot path).
+        # same few shapes recur on every call, so merge them once.
         self._merged: dict[tuple[str, object], tuple[tuple[BudgetKey, int], ...]] = {}
         # Tickets name a call in flight in shared (Redis) state: unique per process.
         self._prefix = uuid.uuid4().hex[:12]
@@ -243,7 +232,7 @@ class Scheduler:
         clock = self._clock
         policy = self._retry
         started = clock.monotonic()
-        progress = _Progress()
+        queued = _QueuedTime()
         attempts = 0
         backoffs = 0
         # Whether an earlier attempt may have executed the call.
@@ -260,7 +249,7 @@ class Scheduler:
                     expired = None
                     refreshing = False
                 return await self._attempt(
-                    call, transport, portal, keys, progress, retrying=attempts > 1
+                    call, transport, portal, keys, queued, retrying=attempts > 1
                 )
             except Exception as exc:
                 failure = exc
@@ -274,7 +263,7 @@ class Scheduler:
                     backoffs += 1
                     delay = policy.backoff(backoffs, self._rng)
                 # Time spent failing: queueing for the limits does not count.
-                failing = clock.monotonic() - started - progress.queued
+                failing = clock.monotonic() - started - queued.seconds
                 if attempts < policy.max_attempts and failing + delay <= policy.max_elapsed:
                     if isinstance(failure, ExpiredTokenError):
                         expired = failure
@@ -296,41 +285,43 @@ class Scheduler:
         transport: Transport,
         portal: str,
         keys: Sequence[tuple[BudgetKey, int]],
-        progress: _Progress,
+        queued: _QueuedTime,
         *,
         retrying: bool = False,
     ) -> Reply:
+        # Every backend step is "try now, else await" (Backend): a step the
+        # backend does at once creates no coroutine.
         backend = self._backend
-        memory = self._memory
         clock = self._clock
+        rules = self._rules
         ticket = f"{self._prefix}-{next(self._tickets)}"
-        slots = self._limiter()
-        if memory is not None and not retrying and slots.try_take():
-            # Fast path (memory backend, a slot free): admit without awaiting, so
-            # no coroutine is created for it. Same decision as _admit's first turn.
+        slots = self._slots.get()
+        if not retrying and slots.try_take():
+            # A slot free: ask the budget without the _admit coroutine. Same
+            # decision as _admit's first turn.
             try:
-                admission = memory.admit_now(ticket, keys, self._rules, clock)
+                admission = backend.admit_now(ticket, keys, rules, clock)
+                if admission is None:
+                    admission = await backend.admit(ticket, keys, rules, clock)
             except BaseException:
                 slots.give()
                 raise
             if not admission.admitted:
                 slots.give()
-                await self._admit(ticket, keys, slots, progress, refused=admission)
+                await self._admit(ticket, keys, slots, queued, refused=admission)
         else:
-            await self._admit(ticket, keys, slots, progress, retrying=retrying)
+            await self._admit(ticket, keys, slots, queued, retrying=retrying)
         self._in_flight += 1
         settlement = _FAILED
         cancelled = False
         try:
-            # The memory bucket hands out a free slot without a coroutine; only a
-            # full bucket (or another backend) needs to wait in line.
-            reservation = None if memory is None else memory.try_reserve(portal, self._bucket)
+            reservation = backend.reserve_now(portal, self._bucket)
             if reservation is None:
                 reservation = await backend.reserve(portal, self._bucket, clock)
                 if reservation.waited > 0:
                     self._bucket_waits += 1
                     self._bucket_wait_seconds += reservation.waited
-                    progress.queued += reservation.waited
+                    queued.seconds += reservation.waited
             self._sent += 1
             try:
                 reply = await transport.send(call)
@@ -348,9 +339,7 @@ class Scheduler:
                 settlement = _OPERATING_LIMIT
                 raise
             settlement = Settlement("replied", reply.time, reply.replayed)
-            if memory is not None:
-                memory.succeeded_now(portal, self._bucket)
-            else:
+            if not backend.succeeded_now(portal, self._bucket):
                 await backend.succeeded(portal, self._bucket, clock)
             return reply
         except asyncio.CancelledError:
@@ -359,11 +348,8 @@ class Scheduler:
         finally:
             self._in_flight -= 1
             slots.give()
-            if memory is not None:
-                # Synchronous: nothing to shield, and no coroutine per call.
-                memory.settle_now(ticket, keys, settlement, self._rules, clock)
-            else:
-                settling = backend.settle(ticket, keys, settlement, self._rules, clock)
+            if not backend.settle_now(ticket, keys, settlement, rules, clock):
+                settling = backend.settle(ticket, keys, settlement, rules, clock)
                 if cancelled:
                     # Settle even when cancelled, or the units stay in flight (with
                     # Redis, until the lease runs out); shielded from a second cancel.
@@ -376,7 +362,7 @@ class Scheduler:
         ticket: str,
         keys: Sequence[tuple[BudgetKey, int]],
         slots: _Slots,
-        progress: _Progress,
+        queued: _QueuedTime,
         *,
         refused: Admission | None = None,
         retrying: bool = False,
@@ -386,8 +372,9 @@ class Scheduler:
         ``refused``: the fast path's refusal (taken without holding a slot now),
         to wait on before asking again.
         """
+        backend = self._backend
         clock = self._clock
-        memory = self._memory
+        rules = self._rules
         budget_waited = 0.0
         refusals = 0
         woken_by: BudgetKey | None = None
@@ -397,22 +384,20 @@ class Scheduler:
                 before = clock.monotonic()
                 await slots.take()
                 if retrying or refusals:
-                    # One event-loop turn after taking the slot, as anyio's
-                    # limiter took (used before), for a retry or a call woken
-                    # from a budget wait: the order in which they re-ask the
-                    # budget stays as it was (it decides which call probes a
-                    # held key, and so whether one call is refused again and
-                    # again). A first attempt skips it: a loop turn per call.
+                    # One event-loop turn after taking the slot, for a retry or
+                    # a call woken from a budget wait, before it re-asks the
+                    # budget. The order in which such calls re-ask decides which
+                    # one probes a held key, and so whether one call is refused
+                    # again and again (test_portal_without_counters_that_still_
+                    # enforces_is_handled_by_429 fails without the turn). A first
+                    # attempt skips it: a loop turn per call costs CPU.
                     await asyncio.sleep(0)
-                progress.queued += clock.monotonic() - before
+                queued.seconds += clock.monotonic() - before
                 try:
-                    if memory is not None:
-                        admission = memory.admit_now(
-                            ticket, keys, self._rules, clock, woken_by=woken_by
-                        )
-                    else:
-                        admission = await self._backend.try_admit(
-                            ticket, keys, self._rules, clock, woken_by=woken_by
+                    admission = backend.admit_now(ticket, keys, rules, clock, woken_by=woken_by)
+                    if admission is None:
+                        admission = await backend.admit(
+                            ticket, keys, rules, clock, woken_by=woken_by
                         )
                 except BaseException:
                     slots.give()
@@ -423,25 +408,13 @@ class Scheduler:
                 slots.give()
             refusals += 1
             before = clock.monotonic()
-            woken_by = await self._backend.wait_budget(admission, clock, attempt=refusals)
+            woken_by = await backend.wait_budget(admission, clock, attempt=refusals)
             budget_waited += clock.monotonic() - before
             admission = None
         if refusals:
             self._budget_waits += 1
             self._budget_wait_seconds += budget_waited
-            progress.queued += budget_waited
-
-    def _limiter(self) -> _Slots:
-        loop = asyncio.get_running_loop()
-        cached = self._limiter_loop
-        if cached is not None and cached() is loop and self._limiter_last is not None:
-            return self._limiter_last
-        slots = self._limiters.get(loop)
-        if slots is None:
-            slots = self._limiters[loop] = _Slots(self._concurrency)
-        self._limiter_loop = weakref.ref(loop)
-        self._limiter_last = slots
-        return slots
+            queued.seconds += budget_waited
 
     # -- statistics ---------------------------------------------------------------
 

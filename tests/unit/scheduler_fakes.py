@@ -2,7 +2,7 @@
 
 Nothing here touches the network: replies are ``Reply`` objects with chosen
 ``ResponseTime`` blocks, errors are the library's typed errors, and time is
-the virtual loop's (``bitrix_results._scheduler.virtual_time``).
+the virtual loop's (``bitrix_results.testing.virtual_time``).
 
 ``PortalModel`` is written from the facts file, independently of the client
 and of the fake portal package: a leaky bucket (facts §1) and ten-basket

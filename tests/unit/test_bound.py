@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from bitrix_results._scheduler import Limits, ideal_finish_time
+from bitrix_results._bound import ideal_finish_time
+from bitrix_results._scheduler import Limits
 
 STANDARD = Limits.standard()
 #: A bucket so large and fast it never binds: only the budget does.

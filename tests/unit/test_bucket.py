@@ -25,8 +25,8 @@ from bitrix_results._scheduler.bucket import (
     MemoryBucket,
     Reservation,
 )
-from bitrix_results._scheduler.virtual_time import VirtualClock, run
 from bitrix_results._transport.types import Call, Reply
+from bitrix_results.testing.virtual_time import VirtualClock, run
 
 STANDARD = Limits.standard()
 
@@ -205,7 +205,7 @@ def test_slowdown_repaces_waiting_callers() -> None:
         await asyncio.sleep(0)
         # The two waiting callers were due at 0.5 and 1.0; the portal refuses a
         # request now: full, and half the rate, so they go at 1.0 and 2.0.
-        bucket.rate_limited(Reservation(waited=0.0, ticket=0.0, drain_per_second=2.0))
+        bucket.rate_limited(Reservation(waited=0.0, reserved_at=0.0, drain_per_second=2.0))
         await asyncio.gather(*tasks)
         return times
 

@@ -19,18 +19,18 @@ from scheduler_fakes import (
     script,
 )
 
+from bitrix_results._bound import ideal_finish_time
 from bitrix_results._scheduler import (
     BudgetKey,
     BudgetRules,
     Limits,
     MemoryBackend,
     Scheduler,
-    ideal_finish_time,
 )
 from bitrix_results._scheduler.budget import Settlement
-from bitrix_results._scheduler.virtual_time import DEFAULT_EPOCH, VirtualClock, run
 from bitrix_results._transport.types import Call, Reply, RetryClass
 from bitrix_results.models import ResponseTime
+from bitrix_results.testing.virtual_time import DEFAULT_EPOCH, VirtualClock, run
 
 STANDARD = Limits.standard()
 
@@ -282,7 +282,7 @@ def test_a_wake_up_the_woken_call_cannot_use_is_handed_on() -> None:
         clock = VirtualClock()
         woken_by = None
         while True:
-            admission = await backend.try_admit(ticket, keys, rules, clock, woken_by=woken_by)
+            admission = await backend.admit(ticket, keys, rules, clock, woken_by=woken_by)
             if admission.admitted:
                 return now()
             woken_by = await backend.wait_budget(admission, clock)
@@ -293,12 +293,12 @@ def test_a_wake_up_the_woken_call_cannot_use_is_handed_on() -> None:
         # The add key: total 300, cost 1 (projected 1.5 a unit), and 120 units in
         # flight: 300 + 121 * 1.5 > 480, no room for anyone until they settle.
         for ticket, total in (("a", 299.0), ("b", 300.0)):
-            assert (await backend.try_admit(ticket, [(add, 1)], rules, clock)).admitted
+            assert (await backend.admit(ticket, [(add, 1)], rules, clock)).admitted
             time = ResponseTime(operating=total, operating_reset_at=reset)
             await backend.settle(ticket, [(add, 1)], Settlement("replied", time), rules, clock)
-        assert (await backend.try_admit("flight", [(add, 120)], rules, clock)).admitted
+        assert (await backend.admit("flight", [(add, 120)], rules, clock)).admitted
         # The batch key: held for a long time (a 429 with no reset known).
-        assert (await backend.try_admit("p", [(batch, 1)], rules, clock)).admitted
+        assert (await backend.admit("p", [(batch, 1)], rules, clock)).admitted
         await backend.settle("p", [(batch, 1)], Settlement("operating_limit"), rules, clock)
         first = asyncio.ensure_future(waiter(backend, "batch-call", [(batch, 1), (add, 50)]))
         await asyncio.sleep(0)

@@ -28,7 +28,6 @@ from bitrix_results._scheduler import (
     classify,
 )
 from bitrix_results._scheduler.retry import may_retry
-from bitrix_results._scheduler.virtual_time import VirtualClock, run
 from bitrix_results._transport.types import Call, Reply, RetryClass
 from bitrix_results.errors import (
     AccessDeniedError,
@@ -47,6 +46,7 @@ from bitrix_results.errors import (
     ServerError,
     ServiceBlockedError,
 )
+from bitrix_results.testing.virtual_time import VirtualClock, run
 
 STANDARD = Limits.standard()
 
@@ -316,6 +316,24 @@ def test_default_policy() -> None:
 def test_policy_rejects_bad_values(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_no_backoff_preset_retries_at_once() -> None:
+    async def main() -> list[float]:
+        errors = [ServerError("x", code="INTERNAL_SERVER_ERROR", status=500)] * 4
+        transport = FakeTransport(script(*errors, ok(no_time=True)))
+        policy = RetryPolicy.no_backoff(max_attempts=5)
+        await scheduler(policy).execute(make_call(), transport)
+        return transport.times
+
+    # Five sends, all at the start: a default policy would sleep up to 0.5 + 1 + 2 + 4 s.
+    assert run(main()) == [0.0] * 5
+    policy = RetryPolicy.no_backoff(max_attempts=3)
+    assert policy.max_attempts == 3
+    assert (policy.base_delay, policy.max_delay) == (0.0, 0.0)
+    assert policy.max_elapsed == RetryPolicy().max_elapsed
+    with pytest.raises(ValueError, match="max_attempts"):
+        RetryPolicy.no_backoff(max_attempts=0)
 
 
 def test_policy_rejects_non_int_attempts() -> None:

@@ -28,7 +28,6 @@ from scheduler_fakes import (
 
 from bitrix_results._scheduler import Limits, MemoryBackend, RetryPolicy, Safety, Scheduler
 from bitrix_results._scheduler.retry import classify_call, classify_refresh, is_batch
-from bitrix_results._scheduler.virtual_time import VirtualClock, run
 from bitrix_results._transport import AiohttpTransport, WebhookAuth
 from bitrix_results._transport.types import Call, Reply, RetryClass
 from bitrix_results._transport.urls import parse_webhook
@@ -48,6 +47,7 @@ from bitrix_results.errors import (
     ServerError,
 )
 from bitrix_results.testing import FakePortal, PortalConfig, serve_portal_in_thread
+from bitrix_results.testing.virtual_time import VirtualClock, run
 
 STANDARD = Limits.standard()
 WRITES = [RetryClass.KEYED_WRITE, RetryClass.UNKEYED_WRITE]

@@ -25,9 +25,9 @@ from bitrix_results._scheduler import (
     Scheduler,
     SchedulerStatistics,
 )
-from bitrix_results._scheduler.virtual_time import DEFAULT_EPOCH, VirtualClock, run
 from bitrix_results._transport.types import RetryClass
 from bitrix_results.errors import RequestTimeoutError
+from bitrix_results.testing.virtual_time import DEFAULT_EPOCH, VirtualClock, run
 
 STANDARD = Limits.standard()
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from bitrix_results._scheduler.clock import SystemClock
-from bitrix_results._scheduler.virtual_time import (
+from bitrix_results.testing.virtual_time import (
     DEFAULT_EPOCH,
     VirtualClock,
     VirtualTimeLoop,

@@ -1,17 +1,29 @@
 """Virtual time for tests: an event loop whose clock jumps instead of sleeping.
 
+Public, so that tests of code built on the client can use it too::
+
+    from bitrix_results import Limits, Scheduler
+    from bitrix_results.testing.virtual_time import VirtualClock, run
+
+    async def main() -> None:
+        scheduler = Scheduler(Limits.standard(), clock=VirtualClock())
+        ...  # ten minutes of pacing take milliseconds
+
+    run(main())
+
 ``run(main())`` runs a coroutine on a :class:`VirtualTimeLoop`. Whenever every
 task is waiting on a timer, the loop moves its clock straight to the next timer
 instead of blocking, so ``await asyncio.sleep(600)`` (or an aiolimiter wait, or
 a ten-minute operating-budget hold) returns at once while ``loop.time()`` reads
 600 seconds later. Timing assertions are then exact and the test takes
-milliseconds. :class:`VirtualClock` is the matching
-:class:`~bitrix_results._scheduler.clock.Clock`: its wall time advances with the
-loop.
+milliseconds. :class:`VirtualClock` is the matching clock for
+``Scheduler(clock=...)``: its wall time advances with the loop.
 
 Real I/O still works (the loop polls it without blocking first); if nothing is
 ready and no timer is pending, the loop waits a few real seconds for another
 thread and then fails loudly instead of hanging: that is a deadlock.
+
+Like the rest of :mod:`bitrix_results.testing`, it imports nothing of the client.
 """
 
 from __future__ import annotations
@@ -124,7 +136,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
 
 class VirtualClock:
-    """A :class:`~bitrix_results._scheduler.clock.Clock` that follows the running loop.
+    """A scheduler clock (``Scheduler(clock=...)``) that follows the running loop.
 
     ``monotonic()`` is ``loop.time()`` and ``time()`` is ``epoch + loop.time()``,
     so wall time moves with virtual time (budget holds use it). On a real loop it

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from .limits import Limits
+from ._scheduler.limits import Limits
 
 __all__ = ["ideal_finish_time"]
 
