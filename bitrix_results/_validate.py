@@ -36,6 +36,7 @@ ID_LIMIT = 2**63
 # zero-width spaces, joiners and the BOM (Cf), separators (Z*). Text made only of
 # these and whitespace reads as empty on the portal.
 _INVISIBLE = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+_category = unicodedata.category
 # call() params nest no deeper than this: real REST params are a few levels deep,
 # and a deeper (or self-referencing) structure would exhaust the stack in the encoder.
 _PARAMS_DEPTH = 64
@@ -84,6 +85,13 @@ def _big(value: int) -> str:
 def text(field: str, value: object) -> str:
     if not isinstance(value, str):
         raise InvalidInputError(field, f"must be a string, got {type(value).__name__}")
+    if value.isprintable():
+        # The common case, checked in C: "printable" excludes surrogates and every
+        # control, format and separator character except the ASCII space, so any
+        # other character shows.
+        if not value.strip(" "):
+            raise InvalidInputError(field, _BLANK)
+        return value
     if not value.isascii():
         # A lone surrogate (from a bad decode, or surrogateescape) cannot be sent
         # as UTF-8: refuse it here rather than fail in the encoder.
@@ -93,19 +101,13 @@ def text(field: str, value: object) -> str:
             raise InvalidInputError(
                 field, f"holds a lone surrogate {value[exc.start]!r} at position {exc.start}"
             ) from None
-    if _blank(value):
-        raise InvalidInputError(
-            field, "must not be empty or only whitespace, control or invisible characters"
-        )
-    return value
-
-
-def _blank(value: str) -> bool:
-    """Whether ``value`` shows nothing. Stops at the first visible character."""
     for ch in value:
-        if not ch.isspace() and unicodedata.category(ch) not in _INVISIBLE:
-            return False
-    return True
+        if not ch.isspace() and _category(ch) not in _INVISIBLE:
+            return value
+    raise InvalidInputError(field, _BLANK)
+
+
+_BLANK = "must not be empty or only whitespace, control or invisible characters"
 
 
 def key(field: str, value: object) -> str:
