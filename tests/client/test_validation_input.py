@@ -157,8 +157,21 @@ def test_option_counts_of_2_63_are_refused(field: str, value: int) -> None:
 DEEP = 100_000
 
 
+def _deep(value: bytes = b"") -> bytes:
+    return b"[" * DEEP + value + b"]" * DEEP
+
+
 def _deep_body() -> bytes:
-    return b'{"result":' + b"[" * DEEP + b"]" * DEEP + b"}"
+    return b'{"result":' + _deep() + b"}"
+
+
+DEEP_BODIES = {
+    "deep-result": _deep_body(),
+    # A malformed time block sends the body through a second, looser decode.
+    "bad-time-then-deep-result": b'{"time":"soon","result":' + _deep() + b"}",
+    "deep-time": b'{"result":{"items":[]},"time":{"operating":' + _deep(b"1") + b"}}",
+    "deep-error": b'{"error":' + _deep() + b"}",
+}
 
 
 @asynccontextmanager
@@ -189,9 +202,10 @@ async def _body(body: bytes) -> web.Response:
         pytest.param(lambda c: c.list_legacy(42), id="list-legacy"),
     ],
 )
-async def test_json_nested_100k_deep_is_a_decode_error(call: Call) -> None:
+@pytest.mark.parametrize("shape", DEEP_BODIES)
+async def test_json_nested_100k_deep_is_a_decode_error(call: Call, shape: str) -> None:
     # Before: RecursionError out of msgspec, through the scheduler, to the user.
-    body = _deep_body()
+    body = DEEP_BODIES[shape]
 
     async def handler(request: web.Request) -> web.Response:
         return await _body(body)
