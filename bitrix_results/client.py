@@ -401,6 +401,9 @@ class ResultsClient:
             params = {}
         elif not isinstance(params, Mapping):
             raise InvalidInputError("params", f"must be a mapping, got {type(params).__name__}")
+        else:
+            params = dict(params)
+            check.json_params("params", params)
         if api == "v3":
             retry = RetryClass.KEYED_WRITE
         elif idempotent is None:
@@ -408,8 +411,8 @@ class ResultsClient:
             retry = RetryClass.READ if verb in _READ_VERBS else RetryClass.UNKEYED_WRITE
         else:
             retry = RetryClass.READ if idempotent else RetryClass.UNKEYED_WRITE
-        raw = await self._run(method, dict(params), api=api, retry=retry)
-        return msgspec.json.decode(raw)
+        raw = await self._run(method, params, api=api, retry=retry)
+        return decode_result(raw, Any, method=method)
 
     # -- bulk ----------------------------------------------------------------------
 

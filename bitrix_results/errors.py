@@ -69,6 +69,21 @@ __all__ = [
 class BitrixError(Exception):
     """Root of every error raised by ``bitrix_results``."""
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # The default rebuilds an exception as ``cls(*self.args)``, but ``args``
+        # holds the formatted message, not the constructor's arguments, so most
+        # errors here failed to unpickle (multiprocessing sends them between
+        # processes). Rebuild without __init__: the same args, then the same
+        # attributes (and notes) from __dict__.
+        return (_rebuild, (type(self), self.args), self.__dict__)
+
+
+def _rebuild(cls: type[BitrixError], args: tuple[object, ...]) -> BitrixError:
+    """Unpickle a library error: a bare instance with its args; pickle then sets its state."""
+    error = cls.__new__(cls)
+    error.args = args
+    return error
+
 
 class InvalidInputError(BitrixError, ValueError):
     """Input refused before anything was sent; ``field`` names what was wrong."""

@@ -76,6 +76,16 @@ class SchedulerStatistics:
     #: Per (credential, method) this scheduler has sent.
     budgets: Mapping[tuple[str, str], BudgetStatistics] = field(default_factory=dict)
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # The read-only mapping views cannot be pickled; a snapshot travels (inside
+        # a BulkReport, inside a BulkAbortedError) between processes, so rebuild it
+        # from plain dicts.
+        values: dict[str, object] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            values[name] = dict(value) if isinstance(value, MappingProxyType) else value
+        return (_statistics, (values,))
+
     @property
     def retries_total(self) -> int:
         return sum(self.retries.values())
@@ -84,3 +94,11 @@ class SchedulerStatistics:
     def bucket(self) -> BucketStatistics | None:
         """The bucket, when this scheduler talks to one portal (the usual case)."""
         return next(iter(self.buckets.values()), None)
+
+
+def _statistics(values: dict[str, object]) -> SchedulerStatistics:
+    """Unpickle a snapshot, its mappings read-only again."""
+    for name, value in values.items():
+        if isinstance(value, dict):
+            values[name] = MappingProxyType(value)
+    return SchedulerStatistics(**values)  # type: ignore[arg-type]

@@ -146,7 +146,7 @@ class OAuthAuth(Auth):
                 raise OAuthError(err.error, err.error_description or f"HTTP {status}")
             try:
                 tokens = _tokens_decoder.decode(body)
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, RecursionError) as exc:
                 err = _decode_oauth_error(body)
                 raise OAuthError(err.error, "the token endpoint sent no tokens") from exc
             self._access = tokens.access_token
@@ -253,5 +253,6 @@ def _chain(exc: BaseException) -> list[BaseException]:
 def _decode_oauth_error(body: bytes) -> _OAuthErrorBody:
     try:
         return _oauth_error_decoder.decode(body)
-    except msgspec.DecodeError:
+    # RecursionError: a body nested thousands deep exhausts msgspec's stack.
+    except (msgspec.DecodeError, RecursionError):
         return _OAuthErrorBody("invalid_response", "the token endpoint's answer is not JSON")

@@ -43,7 +43,7 @@ def _envelope_with_advisory_time(body: bytes) -> Envelope:
     if bytes(loose.time) != b"null":
         try:
             time = _time.decode(loose.time)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             time = None
     return Envelope(
         result=loose.result,
@@ -71,7 +71,7 @@ def _batch_time(result: msgspec.Raw, envelope_time: ResponseTime | None) -> Resp
     """
     try:
         times = _v2_batch_times.decode(result).result_time
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return envelope_time
     commands = list(times.values()) if isinstance(times, dict) else times
     candidates = [
@@ -107,7 +107,9 @@ def decode_result(raw: msgspec.Raw, target: type[T], *, method: str, strict: boo
         decoder = _decoders[key] = msgspec.json.Decoder(target, strict=strict)
     try:
         value: T = decoder.decode(raw)
-    except msgspec.DecodeError as exc:
+    # RecursionError: msgspec decodes nested JSON recursively; a hostile body
+    # nested 100k deep exhausts the stack (design §2.6: only library errors).
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise DecodeError(f"unexpected result shape: {exc}", method=method, status=200) from exc
     return value
 
@@ -140,11 +142,17 @@ def decode_reply(body: bytes, *, status: int, method: str, replayed: bool = Fals
     """
     try:
         envelope = _envelope.decode(body)
+    except RecursionError as exc:
+        # Even a Raw ``result`` is walked recursively by msgspec: a body nested
+        # 100k deep exhausts the stack (design §2.6: only library errors).
+        raise DecodeError(
+            "the body is nested too deep to be an API response", method=method, status=status
+        ) from exc
     except msgspec.DecodeError as exc:
         # Off the hot path: only a body the strict decoder refused gets a second look.
         try:
             envelope = _envelope_with_advisory_time(body)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             raise DecodeError(
                 "the body is not a JSON API response", method=method, status=status
             ) from exc

@@ -28,12 +28,22 @@ __all__ = [
 
 _WEBHOOK_PATH = re.compile(r"^/rest/(?P<user>[1-9][0-9]*)/(?P<code>[A-Za-z0-9_-]+)/?$")
 # A REST method name: dotted words (``tasks.task.result.add``), also ``batch``.
-METHOD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
+# ``\A`` and ``\Z``, not ``^`` and ``$``: ``$`` also matches before a trailing
+# newline, which would let ``"tasks.task.get\n"`` through into the URL.
+METHOD_NAME = re.compile(r"\A[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*\Z")
+# ``host``, ``host:port`` or ``[v6]:port``: urlsplit ignores junk after ``]``.
+_HOST_PORT = re.compile(r"\A(\[[^\[\]]*\]|[^\[\]:]*)(:[0-9]*)?\Z")
+# A host name after IDNA encoding: letters, digits, hyphens, underscores, dots.
+_HOST_NAME = re.compile(r"\A[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?\Z")
 
 
 def is_loopback(host: str) -> bool:
-    """True for localhost and the loopback ranges: the only hosts plain HTTP may reach."""
-    if host == "localhost" or host.endswith(".localhost"):
+    """True for exactly ``localhost`` and literal loopback addresses (127.0.0.0/8, ::1).
+
+    The only hosts plain HTTP may reach. Not ``*.localhost``: a resolver may send
+    such a name to DNS, and so over the network (design §2.7).
+    """
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -42,16 +52,44 @@ def is_loopback(host: str) -> bool:
 
 
 def _origin(field: str, url: str) -> tuple[str, str]:
-    """Check scheme and host; return (origin, host). HTTPS unless loopback (SPEC §2.7)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
+    """Check scheme, host and port; return (origin, host). HTTPS unless loopback (SPEC §2.7)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        # Reading .port checks it: a number in 0-65535 (ValueError otherwise).
+        port = parts.port
+    except ValueError:
+        # A broken IPv6 literal or a port that is not a number. Not the URL in the
+        # message: a webhook URL holds its code.
+        raise InvalidInputError(
+            field, "must be a valid URL (host, and a port from 1 to 65535)"
+        ) from None
     if parts.scheme not in ("http", "https") or not host:
         raise InvalidInputError(field, "must be an http(s) URL with a host")
+    if port == 0:
+        raise InvalidInputError(field, "must have a port from 1 to 65535")
+    if not _HOST_PORT.match(parts.netloc.rpartition("@")[2]) or not _valid_host(host):
+        raise InvalidInputError(field, "must have a valid host name")
     if parts.scheme == "http" and not is_loopback(host):
         raise InvalidInputError(field, "must use https (plain http only for loopback hosts)")
     if parts.username or parts.password:
         raise InvalidInputError(field, "must not carry a user name or password")
     return f"{parts.scheme}://{parts.netloc}", host
+
+
+def _valid_host(host: str) -> bool:
+    """A literal IP address, or a name that IDNA can encode into a DNS name."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return True
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    return _HOST_NAME.match(ascii_host) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +139,12 @@ def parse_portal(portal: str) -> Endpoint:
     if "://" not in portal:
         portal = "https://" + portal
     origin, host = _origin("portal", portal)
-    path = urlsplit(portal).path.rstrip("/")
-    if path not in ("", "/rest"):
+    parts = urlsplit(portal)
+    if parts.path.rstrip("/") not in ("", "/rest"):
         raise InvalidInputError("portal", "must be the portal's address without a path")
+    if parts.query or parts.fragment or "?" in portal or "#" in portal:
+        # Dropping them silently would hide a pasted URL that is not the portal's.
+        raise InvalidInputError("portal", "must be the portal's address without a query or #")
     return Endpoint(origin=origin, host=host)
 
 
