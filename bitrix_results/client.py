@@ -28,10 +28,12 @@ from ._options import (
 from ._paging import PageRule, keyset_page
 from ._scheduler import Scheduler, SchedulerStatistics
 from ._transport import (
-    AiohttpTransport,
+    AiohttpSender,
     Auth,
     Call,
+    HttpSender,
     OAuthAuth,
+    RestTransport,
     RetryClass,
     TokenCallback,
     WebhookAuth,
@@ -110,13 +112,18 @@ class ResultsClient:
     # -- construction --------------------------------------------------------------
 
     @classmethod
-    def from_webhook(cls, url: str, **options: Unpack[ClientOptions]) -> ResultsClient:
+    def from_webhook(
+        cls, url: str, *, sender: HttpSender | None = None, **options: Unpack[ClientOptions]
+    ) -> ResultsClient:
         """A client for an incoming webhook ``https://<portal>/rest/<user>/<code>/``.
 
-        ``options``: see :class:`~bitrix_results.ClientOptions`.
+        ``options``: see :class:`~bitrix_results.ClientOptions`. ``sender``
+        replaces the HTTP layer (aiohttp by default), for example with
+        :class:`bitrix_results.testing.MockSender` in tests; ``timeout`` and the
+        connection pool are then the sender's business. The client closes it.
         """
         check_options(options, where="ResultsClient.from_webhook")
-        return cls._over(WebhookAuth(parse_webhook(url)), options)
+        return cls._over(WebhookAuth(parse_webhook(url)), options, sender)
 
     @classmethod
     def from_oauth(
@@ -129,6 +136,7 @@ class ResultsClient:
         client_secret: str,
         on_tokens: TokenCallback | None = None,
         token_url: str = DEFAULT_TOKEN_URL,
+        sender: HttpSender | None = None,
         **options: Unpack[ClientOptions],
     ) -> ResultsClient:
         """A client for an OAuth application's tokens on ``portal`` (facts §7).
@@ -136,7 +144,8 @@ class ResultsClient:
         The access token is refreshed only when the portal answers
         ``expired_token``; the new pair is handed to ``on_tokens`` (sync or async)
         so the caller can store the rotated refresh token. ``options``: see
-        :class:`~bitrix_results.ClientOptions`.
+        :class:`~bitrix_results.ClientOptions`; ``sender`` is as in
+        :meth:`from_webhook`, and the token refresh goes through it too.
         """
         check_options(options, where="ResultsClient.from_oauth")
         for field, value in (
@@ -156,19 +165,26 @@ class ResultsClient:
             token_url=token_url,
             on_tokens=on_tokens,
         )
-        return cls._over(auth, options)
+        return cls._over(auth, options, sender)
 
     @classmethod
-    def _over(cls, auth: Auth, options: ClientOptions) -> ResultsClient:
-        """A client over the aiohttp transport for ``auth``, from checked options."""
+    def _over(cls, auth: Auth, options: ClientOptions, sender: HttpSender | None) -> ResultsClient:
+        """A client over the REST transport for ``auth``, from checked options."""
         scheduler = scheduler_from(options)
-        transport = AiohttpTransport(
-            auth,
-            timeout=options.get("timeout", DEFAULT_TIMEOUT),
-            # One connection per call in flight: the scheduler admits no more, and
-            # fewer would queue admitted calls where the scheduler cannot see them.
-            max_connections=scheduler.concurrency,
-            follow_redirects_to=options.get("follow_redirects_to", ()),
+        if sender is not None and "timeout" in options:
+            # The timeout is the aiohttp sender's; a given sender keeps its own.
+            raise InvalidInputError(
+                "timeout", "is an option of the built-in sender; set it on the sender you pass"
+            )
+        if sender is None:
+            sender = AiohttpSender(
+                timeout=options.get("timeout", DEFAULT_TIMEOUT),
+                # One connection per call in flight: the scheduler admits no more, and
+                # fewer would queue admitted calls where the scheduler cannot see them.
+                max_connections=scheduler.concurrency,
+            )
+        transport = RestTransport(
+            auth, sender, follow_redirects_to=options.get("follow_redirects_to", ())
         )
         return cls(
             transport, scheduler=scheduler, page_size=options.get("page_size", DEFAULT_PAGE_SIZE)
@@ -208,12 +224,14 @@ class ResultsClient:
         params: Mapping[str, object],
         *,
         api: Api = "v3",
-        retry: RetryClass,
+        retry_class: RetryClass,
         key: str | None = None,
     ) -> msgspec.Raw:
-        if retry is RetryClass.KEYED_WRITE and key is None:
+        if retry_class is RetryClass.KEYED_WRITE and key is None:
             key = new_idempotency_key()
-        call = Call(method=method, api=api, params=params, retry=retry, idempotency_key=key)
+        call = Call(
+            method=method, api=api, params=params, retry_class=retry_class, idempotency_key=key
+        )
         # The scheduler directly, not through execute: one coroutine less per call.
         reply = await self._scheduler.execute(call, self._transport)
         return reply.result
@@ -236,7 +254,7 @@ class ResultsClient:
             method=method,
             api="v3",
             params=params,
-            retry=RetryClass.KEYED_WRITE,
+            retry_class=RetryClass.KEYED_WRITE,
             idempotency_key=key,
         )
         reply = await self._scheduler.execute(call, self._transport)
@@ -276,7 +294,7 @@ class ResultsClient:
     async def delete(self, result_id: int) -> None:
         """Delete a result; only its author may (``tasks.task.result.delete``, §5.5)."""
         params = {"id": check.positive_int("result_id", result_id)}
-        await self._run(DELETE, params, retry=RetryClass.KEYED_WRITE)
+        await self._run(DELETE, params, retry_class=RetryClass.KEYED_WRITE)
 
     async def list(
         self,
@@ -307,7 +325,7 @@ class ResultsClient:
         return await self._list_page(params)
 
     async def _list_page(self, params: Mapping[str, object]) -> builtins.list[TaskResult]:
-        raw = await self._run(LIST, params, retry=RetryClass.READ)
+        raw = await self._run(LIST, params, retry_class=RetryClass.READ)
         return decode_result(raw, ItemsBody, method=LIST).items
 
     async def iter_results(
@@ -350,7 +368,7 @@ class ResultsClient:
             "taskId": check.positive_int("task_id", task_id),
             "text": check.text("text", text),
         }
-        raw = await self._run(CHAT_SEND, {"fields": fields}, retry=RetryClass.KEYED_WRITE)
+        raw = await self._run(CHAT_SEND, {"fields": fields}, retry_class=RetryClass.KEYED_WRITE)
         decode_result(raw, BoolBody, method=CHAT_SEND)
 
     # -- REST v2 -------------------------------------------------------------------
@@ -358,7 +376,7 @@ class ResultsClient:
     async def list_legacy(self, task_id: int) -> builtins.list[LegacyTaskResult]:
         """A task's results through REST v2 ``tasks.task.result.list`` (§5.6, v2 shape)."""
         params = {"taskId": check.positive_int("task_id", task_id)}
-        raw = await self._run(LIST, params, api="v2", retry=RetryClass.READ)
+        raw = await self._run(LIST, params, api="v2", retry_class=RetryClass.READ)
         return decode_result(raw, builtins.list[LegacyTaskResult], method=LIST, strict=False)
 
     async def add_from_comment(self, comment_id: int) -> LegacyTaskResult:
@@ -369,13 +387,15 @@ class ResultsClient:
         send it again.
         """
         params = {"commentId": check.positive_int("comment_id", comment_id)}
-        raw = await self._run(ADD_FROM_COMMENT, params, api="v2", retry=RetryClass.UNKEYED_WRITE)
+        raw = await self._run(
+            ADD_FROM_COMMENT, params, api="v2", retry_class=RetryClass.UNKEYED_WRITE
+        )
         return decode_result(raw, LegacyTaskResult, method=ADD_FROM_COMMENT, strict=False)
 
     async def delete_from_comment(self, comment_id: int) -> None:
         """Unpin a comment's result; the comment stays (REST v2 ``deleteFromComment``, §5.8)."""
         params = {"commentId": check.positive_int("comment_id", comment_id)}
-        await self._run(DELETE_FROM_COMMENT, params, api="v2", retry=RetryClass.UNKEYED_WRITE)
+        await self._run(DELETE_FROM_COMMENT, params, api="v2", retry_class=RetryClass.UNKEYED_WRITE)
 
     # -- escape hatch --------------------------------------------------------------
 
@@ -405,13 +425,13 @@ class ResultsClient:
             params = dict(params)
             check.json_params("params", params)
         if api == "v3":
-            retry = RetryClass.KEYED_WRITE
+            retry_class = RetryClass.KEYED_WRITE
         elif idempotent is None:
             verb = method.rsplit(".", 1)[-1].lower()
-            retry = RetryClass.READ if verb in _READ_VERBS else RetryClass.UNKEYED_WRITE
+            retry_class = RetryClass.READ if verb in _READ_VERBS else RetryClass.UNKEYED_WRITE
         else:
-            retry = RetryClass.READ if idempotent else RetryClass.UNKEYED_WRITE
-        raw = await self._run(method, params, api=api, retry=retry)
+            retry_class = RetryClass.READ if idempotent else RetryClass.UNKEYED_WRITE
+        raw = await self._run(method, params, api=api, retry_class=retry_class)
         return decode_result(raw, Any, method=method)
 
     # -- bulk ----------------------------------------------------------------------

@@ -45,7 +45,7 @@ from typing import Any, Literal, ParamSpec, TypeVar, Unpack
 from . import client as _async
 from ._options import ClientOptions, check_options
 from ._scheduler import SchedulerStatistics
-from ._transport import TokenCallback
+from ._transport import HttpSender, TokenCallback
 from ._transport.auth import DEFAULT_TOKEN_URL
 from ._transport.types import Api
 from .bulk import BulkOptions, BulkReport, Outcome, ResultsOfTask
@@ -145,11 +145,13 @@ class ResultsClient:
         self._closed = False
 
     @classmethod
-    def from_webhook(cls, url: str, **options: Unpack[ClientOptions]) -> ResultsClient:
+    def from_webhook(
+        cls, url: str, *, sender: HttpSender | None = None, **options: Unpack[ClientOptions]
+    ) -> ResultsClient:
         """See :meth:`bitrix_results.ResultsClient.from_webhook`; same options."""
         # Checked here too, so a misspelt option fails in the caller's thread.
         check_options(options, where="ResultsClient.from_webhook")
-        return cls(lambda: _async.ResultsClient.from_webhook(url, **options))
+        return cls(lambda: _async.ResultsClient.from_webhook(url, sender=sender, **options))
 
     @classmethod
     def from_oauth(
@@ -162,6 +164,7 @@ class ResultsClient:
         client_secret: str,
         on_tokens: TokenCallback | None = None,
         token_url: str = DEFAULT_TOKEN_URL,
+        sender: HttpSender | None = None,
         **options: Unpack[ClientOptions],
     ) -> ResultsClient:
         """See :meth:`bitrix_results.ResultsClient.from_oauth`; same options.
@@ -178,6 +181,7 @@ class ResultsClient:
                 client_secret=client_secret,
                 on_tokens=on_tokens,
                 token_url=token_url,
+                sender=sender,
                 **options,
             )
         )

@@ -152,7 +152,7 @@ class Delivery:
             params=commands,
             # No key protects the commands inside a batch (design §2.4): a lost
             # answer is settled by reconciliation, never by a blind re-send.
-            retry=RetryClass.UNKEYED_WRITE,
+            retry_class=RetryClass.UNKEYED_WRITE,
             budget=(("batch", 1), (ADD, len(entries))),
         )
         refused = False

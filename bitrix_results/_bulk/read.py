@@ -121,7 +121,7 @@ async def read_v3(
             method="batch",
             api="v3",
             params=commands,
-            retry=RetryClass.READ,
+            retry_class=RetryClass.READ,
             budget=(("batch", 1), (LIST, len(commands))),
         )
         try:
@@ -154,7 +154,9 @@ async def read_v3(
 async def read_v2(client: BulkPort, group: list[int]) -> list[ResultsOfTask]:
     """Read a group of tasks with one REST v2 batch (per-command errors, api-facts §3.1)."""
     cmd = {f"t{t}": f"{LIST}?taskId={t}" for t in group}
-    call = Call(method="batch", api="v2", params={"cmd": cmd, "halt": 0}, retry=RetryClass.READ)
+    call = Call(
+        method="batch", api="v2", params={"cmd": cmd, "halt": 0}, retry_class=RetryClass.READ
+    )
     reply = await client.execute(call)
     body = decode_result(reply.result, _V2Batch, method="batch", strict=False)
     results = body.result if isinstance(body.result, dict) else {}

@@ -105,7 +105,7 @@ def classify_call(exc: BaseException, call: Call) -> Safety:
     if (
         safety is Safety.SAFE
         and isinstance(exc, OperatingLimitError)
-        and call.retry is not RetryClass.READ
+        and call.retry_class is not RetryClass.READ
         and is_batch(call)
     ):
         return Safety.AMBIGUOUS
@@ -234,4 +234,4 @@ def outcome_unknown_after(call: Call, ambiguous_seen: bool) -> bool:
     the last attempt said (a fatal refusal, a connect error, a failed token
     refresh); a read changes nothing.
     """
-    return ambiguous_seen and call.retry is not RetryClass.READ
+    return ambiguous_seen and call.retry_class is not RetryClass.READ

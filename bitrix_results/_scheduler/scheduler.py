@@ -257,7 +257,7 @@ class Scheduler:
             safety = classify_refresh(failure) if refreshing else classify_call(failure, call)
             if safety is Safety.AMBIGUOUS:
                 ambiguous = True
-            if may_retry(safety, call.retry):
+            if may_retry(safety, call.retry_class):
                 delay = 0.0
                 if needs_backoff(failure):
                     backoffs += 1

@@ -9,24 +9,16 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
-import re
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote, quote_plus, unquote, unquote_plus
+from urllib.parse import urlencode
 
-import aiohttp
 import anyio
 import msgspec
 
-from ..errors import (
-    ConnectError,
-    ConnectionLostError,
-    ExpiredTokenError,
-    OAuthError,
-    RequestTimeoutError,
-    TransportError,
-)
+from ..errors import ExpiredTokenError, OAuthError
 from ..models import OAuthTokens
 from .urls import Endpoint
+from .wire import HttpSender, RawRequest
 
 __all__ = ["Auth", "OAuthAuth", "TokenCallback", "WebhookAuth"]
 
@@ -71,7 +63,7 @@ class Auth:
         """The token for the body's ``auth`` field, or None for webhooks."""
         return None
 
-    async def refresh(self, session: aiohttp.ClientSession, error: ExpiredTokenError) -> None:
+    async def refresh(self, sender: HttpSender, error: ExpiredTokenError) -> None:
         raise error
 
 
@@ -128,7 +120,7 @@ class OAuthAuth(Auth):
     def body_token(self) -> str | None:
         return self._access
 
-    async def refresh(self, session: aiohttp.ClientSession, error: ExpiredTokenError) -> None:
+    async def refresh(self, sender: HttpSender, error: ExpiredTokenError) -> None:
         seen = error.auth_generation
         async with self._lock:
             if self.generation != seen:
@@ -140,7 +132,7 @@ class OAuthAuth(Auth):
                 "client_secret": self._client_secret,
                 "refresh_token": self._refresh,
             }
-            body, status = await self._get_tokens(session, params)
+            body, status = await self._get_tokens(sender, params)
             if status != 200:
                 err = _decode_oauth_error(body)
                 raise OAuthError(err.error, err.error_description or f"HTTP {status}")
@@ -159,25 +151,20 @@ class OAuthAuth(Auth):
                 if inspect.isawaitable(outcome):
                     await outcome
 
-    async def _get_tokens(
-        self, session: aiohttp.ClientSession, params: dict[str, str]
-    ) -> tuple[bytes, int]:
-        """GET the token endpoint; a failed exchange raises a secret-free TransportError.
+    async def _get_tokens(self, sender: HttpSender, params: dict[str, str]) -> tuple[bytes, int]:
+        """GET the token endpoint through the client's sender.
 
-        aiohttp puts the full URL in some of its messages (a connect timeout is
-        "Connection timeout to host <url>"), and this URL's query carries the
-        client secret and the refresh token. Our error names no URL, and the
-        aiohttp error it chains to is scrubbed first (or dropped when scrubbing
-        cannot clean it), so no traceback or log shows a secret.
+        The query carries the client secret and the refresh token; the sender
+        keeps them out of any error it raises (``secrets``), as for REST calls.
         """
-        try:
-            async with session.get(self._token_url, params=params, allow_redirects=False) as resp:
-                return await resp.read(), resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            failure: BaseException = exc
-        # Raised outside the except block, so the unscrubbed error is not even
-        # kept as the new error's __context__.
-        raise _token_error(failure) from _scrubbed(failure, self._secrets())
+        glue = "&" if "?" in self._token_url else "?"
+        request = RawRequest(
+            "GET",
+            self._token_url + glue + urlencode(params),
+            secrets=self._secrets(),
+        )
+        response = await sender.send(request)
+        return response.body, response.status
 
     def _secrets(self) -> tuple[str, ...]:
         found = (self._client_secret, self._refresh, self._access)
@@ -185,69 +172,6 @@ class OAuthAuth(Auth):
 
     def __repr__(self) -> str:
         return f"OAuthAuth({self.endpoint.origin!r}, client_id={self._client_id!r}, tokens=***)"
-
-
-# A secret query parameter of the token URL, up to the next parameter or quote.
-_SECRET_PARAM = re.compile(r"""((?:client_secret|refresh_token|access_token|auth)=)[^&\s'"]*""")
-
-
-def _token_error(exc: BaseException) -> TransportError:
-    """The typed error for a failed token request; its message names no URL."""
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return ConnectError("timed out connecting to the OAuth token endpoint")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return ConnectError("could not connect to the OAuth token endpoint")
-    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
-        return RequestTimeoutError("no answer in time from the OAuth token endpoint")
-    return ConnectionLostError(f"the OAuth token request failed ({type(exc).__name__})")
-
-
-def _scrubbed(exc: BaseException, secrets: tuple[str, ...]) -> BaseException | None:
-    """``exc`` with every secret in its args replaced by ``***``, or None if still leaky.
-
-    A secret may appear as is or percent-encoded (it travelled in a URL query).
-    Some exceptions build their text from attributes rather than args (an
-    aiohttp ``ClientResponseError`` shows its request URL): when the text still
-    shows a secret after scrubbing, the caller chains to nothing instead.
-    """
-    forms = sorted({form for secret in secrets for form in _encoded(secret)}, key=len, reverse=True)
-
-    def scrub(value: object) -> object:
-        if isinstance(value, str):
-            # By name first, whatever the encoding (yarl keeps "/" but encodes "+").
-            value = _SECRET_PARAM.sub(r"\1***", value)
-            for form in forms:
-                value = value.replace(form, "***")
-        return value
-
-    chain = _chain(exc)
-    for link in chain:
-        link.args = tuple(scrub(arg) for arg in link.args)
-    for link in chain:
-        try:
-            texts = (str(link), repr(link))
-        except Exception:  # a broken __str__: do not chain to it at all
-            return None
-        # Decoded too: a secret in an encoding not scrubbed above still shows.
-        decoded = [form for text in texts for form in (text, unquote(text), unquote_plus(text))]
-        if any(secret in text for text in decoded for secret in secrets):
-            return None
-    return exc
-
-
-def _encoded(secret: str) -> tuple[str, ...]:
-    """The forms ``secret`` takes in a URL: as is, and as the common encoders write it."""
-    return (secret, quote(secret), quote(secret, safe=""), quote_plus(secret))
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """``exc`` and every error it chains to: what a traceback of it prints."""
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and all(current is not seen for seen in chain):
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
 
 
 def _decode_oauth_error(body: bytes) -> _OAuthErrorBody:

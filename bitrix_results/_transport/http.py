@@ -1,27 +1,24 @@
-"""The aiohttp transport. Only `_transport/` imports the aiohttp client (here and auth.py)."""
+"""The REST transport: a :class:`Call` in, a :class:`Reply` or a typed error out.
+
+It owns everything about the portal's HTTP: URL forms, where the credential goes
+(path, body or query), redirects and decoding. The bytes go through an
+:class:`HttpSender` (``wire.py``); this module imports no HTTP client.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
-import aiohttp
-
-from ..errors import (
-    ConnectError,
-    ConnectionLostError,
-    ExpiredTokenError,
-    InvalidInputError,
-    RedirectRefusedError,
-    RequestTimeoutError,
-)
+from ..errors import ExpiredTokenError, InvalidInputError, RedirectRefusedError
 from .auth import Auth
 from .codec import decode_reply, encode
 from .types import Call, Reply
 from .urls import check_origin, is_loopback, same_portal_family
+from .wire import HttpSender, RawRequest
 
-__all__ = ["AiohttpTransport"]
+__all__ = ["RestTransport"]
 
 logger = logging.getLogger("bitrix_results")
 
@@ -31,32 +28,27 @@ _MAX_REDIRECTS = 3
 _JSON = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
-class AiohttpTransport:
-    """POSTs calls as JSON over one aiohttp session, created inside the running loop.
-
-    ``timeout`` caps one HTTP exchange: a cloud portal cuts a request off after
-    60 s (facts §1), so the default waits a little longer than that.
-    """
+class RestTransport:
+    """POSTs calls as JSON through ``sender``, which it owns: closing the transport closes it."""
 
     def __init__(
         self,
         auth: Auth,
+        sender: HttpSender,
         *,
-        timeout: float = 65.0,
-        connect_timeout: float = 10.0,
-        max_connections: int = 32,
         follow_redirects_to: str | Iterable[str] = (),
     ) -> None:
         self._auth = auth
+        self._sender = sender
         self._endpoint = auth.endpoint
         # The bucket key: the portal's origin. Two portals on one host (a test
         # machine, an on-premise box) differ by port and have separate buckets.
         self._portal = urlsplit(auth.endpoint.origin).netloc
-        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
-        self._max_connections = max_connections
         self._allowed_hosts = _hosts(follow_redirects_to)
-        self._session: aiohttp.ClientSession | None = None
-        self._closed = False
+        # What the sender must keep out of its errors; the token is added per call
+        # because a refresh replaces it.
+        code = auth.endpoint.code
+        self._secrets: tuple[str, ...] = (code,) if code else ()
 
     @property
     def portal(self) -> str:
@@ -70,26 +62,17 @@ class AiohttpTransport:
     def auth(self) -> Auth:
         return self._auth
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise RuntimeError("the client is closed")
-        if self._session is None:
-            # Created lazily so it binds to the loop that actually runs the calls.
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections),
-                timeout=self._timeout,
-                json_serialize=lambda v: encode(v).decode(),
-            )
-        return self._session
+    @property
+    def sender(self) -> HttpSender:
+        return self._sender
 
     async def send(self, call: Call) -> Reply:
-        session = self._get_session()
-        headers = dict(_JSON)
+        headers = _JSON
         if call.idempotency_key is not None and call.api == "v3":
-            headers["Idempotency-Key"] = call.idempotency_key
+            headers = {**_JSON, "Idempotency-Key": call.idempotency_key}
         generation = self._auth.generation
         token = self._auth.body_token()
-        params: dict[str, str] | None = None
+        query = ""
         if token is None:
             payload = encode(call.params)
         elif isinstance(call.params, dict):
@@ -97,41 +80,30 @@ class AiohttpTransport:
         else:
             # A REST 3.0 batch body is a bare JSON array with no room for ``auth``.
             payload = encode(call.params)
-            params = {"auth": token}
+            query = "?auth=" + quote(token, safe="")
+        secrets = self._secrets if token is None else (*self._secrets, token)
         for _ in range(_MAX_REDIRECTS + 1):
-            url = self._endpoint.url(call.api, call.method)
-            try:
-                try:
-                    async with session.post(
-                        url, data=payload, headers=headers, params=params, allow_redirects=False
-                    ) as resp:
-                        status = resp.status
-                        location = resp.headers.get("Location")
-                        replayed = resp.headers.get("Idempotent-Replayed", "").lower() == "true"
-                        body = await resp.read()
-                except aiohttp.ClientError as exc:
-                    # aiohttp puts the full URL (webhook code included) in some of
-                    # its messages; our error chains to it, so scrub it first.
-                    exc.args = _redact(exc.args, self._secrets())
-                    raise
-            except aiohttp.ConnectionTimeoutError as exc:
-                raise ConnectError("timed out connecting", method=call.method) from exc
-            except aiohttp.ClientConnectorError as exc:
-                raise ConnectError("could not connect to the portal", method=call.method) from exc
-            except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-                raise RequestTimeoutError("no answer in time", method=call.method) from exc
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                raise ConnectionLostError("connection lost", method=call.method) from exc
-            except aiohttp.ClientPayloadError as exc:
-                raise ConnectionLostError("response cut short", method=call.method) from exc
-            except aiohttp.ClientError as exc:
-                raise ConnectionLostError(type(exc).__name__, method=call.method) from exc
+            request = RawRequest(
+                "POST",
+                self._endpoint.url(call.api, call.method) + query,
+                headers,
+                payload,
+                call.method,
+                secrets,
+            )
+            response = await self._sender.send(request)
+            status = response.status
             logger.debug("bitrix_results: %s %s -> HTTP %s", call.api, call.method, status)
-            if status in _REDIRECTS and location:
-                self._follow(location, call.method)
-                continue
+            if status in _REDIRECTS:
+                location = response.headers.get("location")
+                if location:
+                    self._follow(location, call.method)
+                    continue
+            replayed = response.headers.get("idempotent-replayed", "").lower() == "true"
             try:
-                return decode_reply(body, status=status, method=call.method, replayed=replayed)
+                return decode_reply(
+                    response.body, status=status, method=call.method, replayed=replayed
+                )
             except ExpiredTokenError as exc:
                 exc.auth_generation = generation
                 raise
@@ -168,18 +140,11 @@ class AiohttpTransport:
             logger.warning("bitrix_results: portal moved from %s to %s", current, host)
             self._endpoint = self._endpoint.moved_to(origin, host)
 
-    def _secrets(self) -> tuple[str, ...]:
-        found = (self._endpoint.code, self._auth.body_token())
-        return tuple(secret for secret in found if secret)
-
     async def refresh_auth(self, error: ExpiredTokenError) -> None:
-        await self._auth.refresh(self._get_session(), error)
+        await self._auth.refresh(self._sender, error)
 
     async def aclose(self) -> None:
-        self._closed = True
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._sender.aclose()
 
 
 def _hosts(follow_redirects_to: str | Iterable[str]) -> frozenset[str]:
@@ -205,15 +170,3 @@ def _hosts(follow_redirects_to: str | Iterable[str]) -> frozenset[str]:
             raise InvalidInputError("follow_redirects_to", f"must be host names, got {host!r}")
         allowed.add(name.lower())
     return frozenset(allowed)
-
-
-def _redact(args: tuple[object, ...], secrets: tuple[str, ...]) -> tuple[object, ...]:
-    """Exception args with every secret replaced by ``***``."""
-
-    def scrub(value: object) -> object:
-        if isinstance(value, str):
-            for secret in secrets:
-                value = value.replace(secret, "***")
-        return value
-
-    return tuple(scrub(arg) for arg in args)

@@ -50,7 +50,8 @@ class Call:
     api: Api
     #: The JSON body; a REST 3.0 batch sends a list of ``{method, query}``.
     params: Mapping[str, object] | Sequence[object]
-    retry: RetryClass
+    #: How safe a resend is after an unclear failure (``retry=`` is the RetryPolicy).
+    retry_class: RetryClass
     #: Sent as the ``Idempotency-Key`` header; generated once per logical call so
     #: every retry carries the same key (facts §4.1).
     idempotency_key: str | None = None

@@ -1,24 +1,28 @@
-"""Helpers for the client-layer tests: a mocked aiohttp transport, no network.
+"""Helpers for the client-layer tests: a scripted portal behind ``MockSender``, no network.
 
-Every test here drives the public ``ResultsClient`` against ``aioresponses``,
-which patches ``aiohttp.ClientSession._request``: nothing leaves the process, and
-every request the client made is recorded with its URL, headers and body.
+Every test here drives the public ``ResultsClient`` through the library's own HTTP
+seam: the client's sender is a :class:`~bitrix_results.testing.MockSender` whose
+handler answers from the responses a test registered (``mock.post(url, ...)``), and
+records every request with its URL, headers and body. URL forms, auth placement,
+redirects and decoding run as in production; only aiohttp is left out (its error
+mapping has its own tests, on real sockets, in ``test_aiohttp_sender.py``).
 """
 
 from __future__ import annotations
 
+import inspect
 import re
-import types
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
-import aiohttp
 import msgspec
-from aioresponses import CallbackResult, aioresponses
+from yarl import URL
 
-from bitrix_results import Limits, ResultsClient, RetryPolicy
+from bitrix_results import ConnectionLostError, Limits, ResultsClient, RetryPolicy
 from bitrix_results._scheduler import Scheduler
+from bitrix_results.testing import MockSender, RawRequest, RawResponse
 
 PORTAL = "https://portal.example"
 WEBHOOK_URL = f"{PORTAL}/rest/1/abc123/"
@@ -37,7 +41,7 @@ FAST_LIMITS = Limits(
     burst=10_000, drain_per_second=10_000.0, operating_limit=10_000.0, operating_window=1.0
 )
 
-# A realistic ``time`` block (facts §2.1), with a running total far below the budget.
+# A realistic ``time`` block (api-facts §2.1), with a running total far below the budget.
 TIME = {
     "start": 1_700_000_000.1,
     "finish": 1_700_000_000.2,
@@ -49,36 +53,108 @@ TIME = {
     "operating_reset_at": 1_700_000_600,
 }
 
+#: What a callback returns: a response, directly or from a coroutine.
+Callback = Callable[..., RawResponse | Awaitable[RawResponse]]
 
-class CompatResponse(aiohttp.ClientResponse):
-    """``ClientResponse`` that aioresponses 0.7.9 can build under aiohttp >= 3.14.
+# The portals in use: the ``mock`` fixture enters one, and the client factories
+# below give their clients its sender unless a test passes another.
+_ACTIVE: list[MockPortal] = []
 
-    aiohttp 3.14 added the required keyword ``stream_writer`` which aioresponses
-    does not pass (pnuckowski/aioresponses#289); a response that was "already
-    sent" only reads its ``output_size``.
+
+@dataclass
+class _Route:
+    method: str
+    url: str | re.Pattern[str]
+    response: RawResponse | None
+    exception: BaseException | None
+    callback: Callback | None
+    repeat: bool
+
+    def matches(self, method: str, url: str) -> bool:
+        if method != self.method:
+            return False
+        if isinstance(self.url, re.Pattern):
+            return self.url.match(url) is not None
+        return self.url == url
+
+
+@dataclass
+class MockPortal:
+    """Registered responses, answered in order, and the requests that asked for them.
+
+    A response registered without ``repeat=True`` answers once. A request nothing
+    matches fails like a refused exchange that may have been sent
+    (``ConnectionLostError``), so a test that forgot a response sees a failure.
     """
 
-    def __init__(self, method: str, url: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", types.SimpleNamespace(output_size=0))
-        super().__init__(method, url, **kwargs)
+    routes: list[_Route] = field(default_factory=list)
+    #: Every request, grouped by (HTTP method, URL).
+    requests: dict[tuple[str, str], list[Sent]] = field(default_factory=dict)
 
+    def __enter__(self) -> MockPortal:
+        _ACTIVE.append(self)
+        return self
 
-class MockPortal(aioresponses):
-    """aioresponses with the aiohttp 3.14 shim and helpers to read what was sent."""
+    def __exit__(self, *exc: object) -> None:
+        _ACTIVE.remove(self)
 
-    def add(self, url: Any, method: str = "GET", *args: Any, **kwargs: Any) -> None:
-        if kwargs.get("response_class") is None:
-            kwargs["response_class"] = CompatResponse
-        super().add(url, method, *args, **kwargs)
+    def sender(self) -> MockSender:
+        """A sender answering from this portal (one per client: closing it closes only it)."""
+        return MockSender(self._handle)
+
+    def add(
+        self,
+        url: str | re.Pattern[str],
+        method: str = "GET",
+        *,
+        status: int = 200,
+        payload: object = None,
+        body: str | bytes | None = None,
+        content_type: str = "application/json",
+        headers: Mapping[str, str] | None = None,
+        exception: BaseException | None = None,
+        callback: Callback | None = None,
+        repeat: bool = False,
+    ) -> None:
+        response = None
+        if exception is None and callback is None:
+            response = reply(
+                payload, status=status, body=body, content_type=content_type, headers=headers
+            )
+        self.routes.append(_Route(method.upper(), url, response, exception, callback, repeat))
+
+    def post(self, url: str | re.Pattern[str], **kwargs: Any) -> None:
+        self.add(url, "POST", **kwargs)
+
+    def get(self, url: str | re.Pattern[str], **kwargs: Any) -> None:
+        self.add(url, "GET", **kwargs)
+
+    async def _handle(self, request: RawRequest) -> RawResponse:
+        sent = Sent.of(request)
+        self.requests.setdefault((sent.method, sent.url), []).append(sent)
+        for route in self.routes:
+            if route.matches(sent.method, sent.url):
+                break
+        else:
+            raise ConnectionLostError(f"no mocked response for {sent.method} {sent.url}")
+        if not route.repeat:
+            self.routes.remove(route)
+        if route.exception is not None:
+            raise route.exception
+        if route.callback is not None:
+            answer = route.callback(
+                URL(sent.url), data=sent.raw, headers=sent.headers, params=sent.params
+            )
+            return await answer if inspect.isawaitable(answer) else answer
+        assert route.response is not None
+        return route.response
 
     def sent(self, method: str | None = None) -> list[Sent]:
         """Every recorded request (optionally only one HTTP method), grouped by URL."""
         out = []
-        for (verb, url), calls in self.requests.items():
-            if method is not None and verb != method.upper():
-                continue
-            for call in calls:
-                out.append(Sent.of(verb, str(url), call.kwargs))
+        for (verb, _), calls in self.requests.items():
+            if method is None or verb == method.upper():
+                out.extend(calls)
         return out
 
     def sent_to(self, url: str) -> list[Sent]:
@@ -96,14 +172,14 @@ class Sent:
     params: Mapping[str, str] | None
 
     @classmethod
-    def of(cls, method: str, url: str, kwargs: Mapping[str, Any]) -> Sent:
-        data = kwargs.get("data")
+    def of(cls, request: RawRequest) -> Sent:
+        query = urlsplit(request.url).query
         return cls(
-            method=method,
-            url=url,
-            headers=dict(kwargs.get("headers") or {}),
-            raw=data,
-            params=kwargs.get("params"),
+            method=request.method,
+            url=request.url,
+            headers=dict(request.headers),
+            raw=request.body or None,
+            params=dict(parse_qsl(query)) if query else None,
         )
 
     @property
@@ -118,18 +194,14 @@ def reply(
     status: int = 200,
     body: str | bytes | None = None,
     content_type: str = "application/json",
-    headers: dict[str, str] | None = None,
-) -> CallbackResult:
-    """A response for a callback, built with the aiohttp 3.14 shim."""
+    headers: Mapping[str, str] | None = None,
+) -> RawResponse:
+    """A response: ``payload`` as JSON, or ``body`` as given."""
     if body is None:
-        body = msgspec.json.encode(payload)
-    return CallbackResult(
-        status=status,
-        body=body,
-        content_type=content_type,
-        headers=headers,
-        response_class=CompatResponse,
-    )
+        body = b"" if payload is None else msgspec.json.encode(payload)
+    elif isinstance(body, str):
+        body = body.encode()
+    return RawResponse(status, {"Content-Type": content_type, **(headers or {})}, body)
 
 
 def ok(result: object) -> dict[str, object]:
@@ -200,8 +272,14 @@ def fast_scheduler(*, concurrency: int = 16, max_attempts: int = 4) -> Scheduler
     return Scheduler(FAST_LIMITS, concurrency=concurrency, retry=retry)
 
 
+def _with_sender(options: dict[str, Any]) -> None:
+    if _ACTIVE and "sender" not in options:
+        options["sender"] = _ACTIVE[-1].sender()
+
+
 def webhook_client(**options: Any) -> ResultsClient:
     options.setdefault("scheduler", fast_scheduler())
+    _with_sender(options)
     return ResultsClient.from_webhook(options.pop("url", WEBHOOK_URL), **options)
 
 
@@ -213,6 +291,7 @@ def oauth_client(**options: Any) -> ResultsClient:
     options.setdefault("client_id", CLIENT_ID)
     options.setdefault("client_secret", CLIENT_SECRET)
     options.setdefault("token_url", TOKEN_URL)
+    _with_sender(options)
     return ResultsClient.from_oauth(**options)
 
 

@@ -22,6 +22,7 @@ from bitrix_results import (
     OAuthTokens,
     ResultsClient,
 )
+from bitrix_results._transport import AiohttpSender
 from bitrix_results.errors import ConnectError, ConnectionLostError, RequestTimeoutError
 
 from ._portal import (
@@ -342,10 +343,13 @@ async def _token_server(*, drop: bool) -> Any:
         await server.wait_closed()
 
 
-async def _refresh(auth: Any, timeout: aiohttp.ClientTimeout | None = None) -> BaseException:
-    async with aiohttp.ClientSession(timeout=timeout or aiohttp.ClientTimeout(total=10)) as s:
+async def _refresh(auth: Any, timeout: float = 10.0) -> BaseException:
+    sender = AiohttpSender(timeout=timeout)
+    try:
         with pytest.raises(BitrixError) as info:
-            await auth.refresh(s, _expired())
+            await auth.refresh(sender, _expired())
+    finally:
+        await sender.aclose()
     return info.value
 
 
@@ -374,21 +378,28 @@ async def test_refresh_dropped_by_the_token_endpoint_is_connection_lost(
 async def test_refresh_without_an_answer_is_a_timeout(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     async with _token_server(drop=False) as url:
-        err = await _refresh(_oauth_auth(url), aiohttp.ClientTimeout(total=0.3))
+        err = await _refresh(_oauth_auth(url), timeout=0.3)
     assert isinstance(err, RequestTimeoutError)
     _assert_secret_free(err, caplog.text, LEAKY_SECRET, LEAKY_REFRESH, LEAKY_ACCESS)
 
 
 class _FailingSession:
-    """A session whose GET raises what aiohttp raises, message built from the full URL."""
+    """An aiohttp session whose request raises what aiohttp raises, message built from the URL."""
 
     def __init__(self, make: Any) -> None:
         self.make = make
 
     @contextlib.asynccontextmanager
-    async def get(self, url: str, *, params: dict[str, str], allow_redirects: bool) -> Any:
-        raise self.make(URL(url).with_query(params))
+    async def request(self, method: str, url: str, **kwargs: Any) -> Any:
+        raise self.make(URL(url))
         yield  # pragma: no cover
+
+
+def _failing_sender(make: Any) -> AiohttpSender:
+    """The real aiohttp sender, its session replaced so a request fails at once."""
+    sender = AiohttpSender()
+    sender._session = _FailingSession(make)  # type: ignore[assignment]
+    return sender
 
 
 async def test_connect_timeout_message_with_the_url_is_scrubbed() -> None:
@@ -398,7 +409,7 @@ async def test_connect_timeout_message_with_the_url_is_scrubbed() -> None:
 
     auth = _oauth_auth("http://127.0.0.1:9/oauth/token/")
     with pytest.raises(ConnectError) as info:
-        await auth.refresh(_FailingSession(make), _expired())
+        await auth.refresh(_failing_sender(make), _expired())
     err = info.value
     cause = err.__cause__
     assert isinstance(cause, aiohttp.ConnectionTimeoutError)
@@ -417,7 +428,7 @@ async def test_an_error_whose_text_cannot_be_scrubbed_is_not_chained() -> None:
 
     auth = _oauth_auth("http://127.0.0.1:9/oauth/token/")
     with pytest.raises(ConnectionLostError) as info:
-        await auth.refresh(_FailingSession(make), _expired())
+        await auth.refresh(_failing_sender(make), _expired())
     err = info.value
     assert err.__cause__ is None
     assert err.__suppress_context__

@@ -27,7 +27,7 @@ from bitrix_results import (
     sync,
 )
 from bitrix_results._options import SCHEDULER_KNOBS
-from bitrix_results._transport import AiohttpTransport, WebhookAuth
+from bitrix_results._transport import AiohttpSender, RestTransport, WebhookAuth
 from bitrix_results._transport.urls import parse_webhook
 
 from ._portal import (
@@ -62,7 +62,7 @@ def _oauth(**options: Any) -> object:
 
 
 def _direct(**options: Any) -> object:
-    transport = AiohttpTransport(WebhookAuth(parse_webhook(WEBHOOK_URL)))
+    transport = RestTransport(WebhookAuth(parse_webhook(WEBHOOK_URL)), AiohttpSender())
     return ResultsClient(transport, **options)
 
 
@@ -231,15 +231,20 @@ def test_none_means_the_default_and_conflicts_with_nothing() -> None:
 
 @pytest.fixture
 def built(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """The keyword arguments each client built its transport with."""
+    """The keyword arguments each client built its sender and transport with (one dict each)."""
     seen: list[dict[str, Any]] = []
-    real = AiohttpTransport
+    real_sender, real_transport = AiohttpSender, RestTransport
 
-    def recording(*args: Any, **kwargs: Any) -> AiohttpTransport:
-        seen.append(kwargs)
-        return real(*args, **kwargs)
+    def sender(**kwargs: Any) -> AiohttpSender:
+        seen.append(dict(kwargs))  # the sender is built first
+        return real_sender(**kwargs)
 
-    monkeypatch.setattr(bitrix_results.client, "AiohttpTransport", recording)
+    def transport(*args: Any, **kwargs: Any) -> RestTransport:
+        seen[-1].update(kwargs)
+        return real_transport(*args, **kwargs)
+
+    monkeypatch.setattr(bitrix_results.client, "AiohttpSender", sender)
+    monkeypatch.setattr(bitrix_results.client, "RestTransport", transport)
     return seen
 
 
@@ -296,6 +301,13 @@ async def test_options_as_a_typed_dict(mock: MockPortal) -> None:
     )
     mock.post(moved, payload=ok({"item": item(5)}))
     options: ClientOptions = {"scheduler": fast_scheduler(), "follow_redirects_to": "moved.example"}
-    async with ResultsClient.from_webhook(WEBHOOK_URL, **options) as client:
+    async with ResultsClient.from_webhook(WEBHOOK_URL, sender=mock.sender(), **options) as client:
         assert (await client.add(1, "x")).id == 5
     assert len(mock.sent_to(moved)) == 1
+
+
+def test_a_given_sender_keeps_its_own_timeout() -> None:
+    # The timeout is the built-in sender's: with another sender it would be ignored.
+    with pytest.raises(InvalidInputError) as info:
+        ResultsClient.from_webhook(WEBHOOK_URL, sender=AiohttpSender(), timeout=5.0)
+    assert info.value.field == "timeout"

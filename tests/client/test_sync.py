@@ -38,7 +38,9 @@ def work(mock: MockPortal) -> tuple[TaskResult, list[int], list[int]]:
         status=400,
         payload=v3_error("BITRIX_REST_V3_EXCEPTION_ENTITYNOTFOUNDEXCEPTION", "Not found"),
     )
-    with ResultsClient.from_webhook(WEBHOOK_URL, scheduler=fast_scheduler()) as client:
+    with ResultsClient.from_webhook(
+        WEBHOOK_URL, scheduler=fast_scheduler(), sender=mock.sender()
+    ) as client:
         added = client.add(42, "Done")
         page = [r.id for r in client.list(42)]
         walked = [r.id for r in client.iter_results(42, page_size=2)]
@@ -73,7 +75,9 @@ async def test_from_inside_a_running_loop(mock: MockPortal) -> None:
 
 
 def test_closed_client_refuses(mock: MockPortal) -> None:
-    client = ResultsClient.from_webhook(WEBHOOK_URL, scheduler=fast_scheduler())
+    client = ResultsClient.from_webhook(
+        WEBHOOK_URL, scheduler=fast_scheduler(), sender=mock.sender()
+    )
     client.close()
     client.close()  # idempotent
     with pytest.raises(RuntimeError):
@@ -92,13 +96,19 @@ def test_bad_webhook_url_raises_in_the_caller(mock: MockPortal) -> None:
 
 def test_clients_share_one_daemon_loop_thread(mock: MockPortal) -> None:
     with (
-        ResultsClient.from_webhook(WEBHOOK_URL, scheduler=fast_scheduler()) as a,
-        ResultsClient.from_webhook(WEBHOOK_URL, scheduler=fast_scheduler()) as b,
+        ResultsClient.from_webhook(
+            WEBHOOK_URL, scheduler=fast_scheduler(), sender=mock.sender()
+        ) as a,
+        ResultsClient.from_webhook(
+            WEBHOOK_URL, scheduler=fast_scheduler(), sender=mock.sender()
+        ) as b,
     ):
         assert a._loop is b._loop
         assert a._loop.thread.daemon
     # Closing the clients leaves the shared loop to the next one.
-    with ResultsClient.from_webhook(WEBHOOK_URL, scheduler=fast_scheduler()) as c:
+    with ResultsClient.from_webhook(
+        WEBHOOK_URL, scheduler=fast_scheduler(), sender=mock.sender()
+    ) as c:
         assert c._loop is a._loop
         mock.post(ADD, payload=ok({"item": item(7, text="Done")}))
         assert c.add(42, "Done").id == 7
@@ -162,7 +172,9 @@ def test_an_unclosed_client_does_not_hang_interpreter_exit(tmp_path: Path) -> No
 async def test_the_callers_running_loop_is_not_touched(mock: MockPortal) -> None:
     caller = asyncio.get_running_loop()
     mock.post(ADD, payload=ok({"item": item(7, text="Done")}))
-    with ResultsClient.from_webhook(WEBHOOK_URL, scheduler=fast_scheduler()) as client:
+    with ResultsClient.from_webhook(
+        WEBHOOK_URL, scheduler=fast_scheduler(), sender=mock.sender()
+    ) as client:
         assert client.add(42, "Done").id == 7
         assert client._loop.loop is not caller
     assert caller.is_running()
@@ -183,7 +195,9 @@ def test_iterators_run_on_the_shared_loop_and_close_when_abandoned(
             seen.append(threading.current_thread().name)
             closed.set()
 
-    with ResultsClient.from_webhook(WEBHOOK_URL, scheduler=fast_scheduler()) as client:
+    with ResultsClient.from_webhook(
+        WEBHOOK_URL, scheduler=fast_scheduler(), sender=mock.sender()
+    ) as client:
         monkeypatch.setattr(client._client, "iter_results", walk)
         it = client.iter_results(1)
         assert not seen  # nothing runs before the first next()
@@ -199,7 +213,9 @@ def test_a_sync_call_from_the_shared_loop_raises_instead_of_deadlocking(
 ) -> None:
     mock.post(ADD, payload=ok({"item": item(7, text="Done")}), repeat=True)
 
-    with ResultsClient.from_webhook(WEBHOOK_URL, scheduler=fast_scheduler()) as client:
+    with ResultsClient.from_webhook(
+        WEBHOOK_URL, scheduler=fast_scheduler(), sender=mock.sender()
+    ) as client:
 
         async def on_the_shared_loop() -> None:
             with pytest.raises(RuntimeError, match="deadlock"):
@@ -220,7 +236,9 @@ def test_a_sync_call_from_the_shared_loop_raises_instead_of_deadlocking(
 
 
 def test_an_iterator_error_reaches_the_caller(mock: MockPortal) -> None:
-    with ResultsClient.from_webhook(WEBHOOK_URL, scheduler=fast_scheduler()) as client:
+    with ResultsClient.from_webhook(
+        WEBHOOK_URL, scheduler=fast_scheduler(), sender=mock.sender()
+    ) as client:
         walk = client.iter_results(0)
         with pytest.raises(InvalidInputError):
             next(walk)

@@ -23,9 +23,19 @@ def test_all_is_sorted_and_complete() -> None:
     assert set(exported) == public - modules
 
 
+# The senders plug the fake portal into a client: they need the wire types (and, to
+# act out a dropped connection or a timeout, the transport errors), none of which
+# names a REST method or field. Nothing else may reach outside the package.
+_ALLOWED = {
+    "_mock.py": {"bitrix_results._transport.wire"},
+    "_portal_sender.py": {"bitrix_results._transport.wire", "bitrix_results.errors"},
+}
+
+
 @pytest.mark.parametrize("module", sorted(PACKAGE.glob("*.py")), ids=lambda p: p.name)
 def test_imports_nothing_of_bitrix_results_outside_testing(module: Path) -> None:
     """A wrong field name in the client must not be mirrored here (STYLE: written from facts)."""
+    allowed = _ALLOWED.get(module.name, set())
     tree = ast.parse(module.read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
@@ -33,7 +43,7 @@ def test_imports_nothing_of_bitrix_results_outside_testing(module: Path) -> None
                 pytest.fail(f"{module.name} imports from outside the package: {ast.dump(node)}")
             name = node.module or ""
             if node.level == 0 and name.startswith("bitrix_results"):
-                assert name.startswith("bitrix_results.testing"), name
+                assert name.startswith("bitrix_results.testing") or name in allowed, name
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.startswith("bitrix_results"):

@@ -50,7 +50,7 @@ def make_call(
         method=method,
         api="v3",
         params={"fields": {"taskId": 1, "text": "x"}},
-        retry=retry,
+        retry_class=retry,
         idempotency_key=key,
         budget=budget,
     )
@@ -62,7 +62,7 @@ def batch_call(size: int = 50) -> Call:
         method="batch",
         api="v3",
         params=[{"method": ADD, "query": {}}] * size,
-        retry=RetryClass.KEYED_WRITE,
+        retry_class=RetryClass.KEYED_WRITE,
         idempotency_key="k",
         budget=(("batch", 1), (ADD, size)),
     )

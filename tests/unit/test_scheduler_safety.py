@@ -28,7 +28,7 @@ from scheduler_fakes import (
 
 from bitrix_results._scheduler import Limits, MemoryBackend, RetryPolicy, Safety, Scheduler
 from bitrix_results._scheduler.retry import classify_call, classify_refresh, is_batch
-from bitrix_results._transport import AiohttpTransport, WebhookAuth
+from bitrix_results._transport import AiohttpSender, RestTransport, WebhookAuth
 from bitrix_results._transport.types import Call, Reply, RetryClass
 from bitrix_results._transport.urls import parse_webhook
 from bitrix_results.errors import (
@@ -63,7 +63,7 @@ def batch(retry: RetryClass, size: int = 50) -> Call:
         method="batch",
         api="v3",
         params=[{"method": ADD, "query": {}}] * size,
-        retry=retry,
+        retry_class=retry,
         budget=(("batch", 1), (ADD, size)),
     )
 
@@ -418,7 +418,7 @@ def test_batch_429_midway_creates_no_duplicates_on_the_fake_portal() -> None:
     )
 
     async def main(url: str) -> list[tuple[int, BaseException]]:
-        transport = AiohttpTransport(WebhookAuth(parse_webhook(url)))
+        transport = RestTransport(WebhookAuth(parse_webhook(url)), AiohttpSender())
         # Enough attempts to outlast the portal's window: the old rule got
         # through on a later attempt, and duplicated the kept commands.
         s = Scheduler(
@@ -437,7 +437,7 @@ def test_batch_429_midway_creates_no_duplicates_on_the_fake_portal() -> None:
                     method="batch",
                     api="v3",
                     params=params,
-                    retry=RetryClass.UNKEYED_WRITE,
+                    retry_class=RetryClass.UNKEYED_WRITE,
                     budget=(("batch", 1), (ADD, 50)),
                 )
                 try:

@@ -1,0 +1,88 @@
+"""The fake portal in-process: :class:`FakePortal` behind a :class:`MockSender`.
+
+Client code runs against the real fake portal (limits, idempotency, faults, the
+ledger) with no socket and no server thread: each request the client sends
+becomes a :class:`PortalRequest`, and the :class:`PortalResponse` becomes the
+reply. Actions that need a connection are acted out as a sender would report
+them: a dropped connection is a ``ConnectionLostError``, an answer slower than
+``timeout`` a ``RequestTimeoutError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
+
+from bitrix_results._transport.wire import RawRequest, RawResponse
+from bitrix_results.errors import ConnectionLostError, RequestTimeoutError
+
+from ._mock import MockSender
+from .portal import Action, FakePortal, PortalRequest
+
+__all__ = ["PortalSender"]
+
+
+class PortalSender(MockSender):
+    """A sender whose every request is answered by ``portal.handle``::
+
+        sender = PortalSender(FakePortal(PortalConfig(scale=100)))
+        async with ResultsClient.from_webhook(sender.webhook_url, sender=sender) as client:
+            await client.add(1, "Done")
+
+    ``base_url`` only shapes the URLs below: the portal answers whatever host the
+    client addresses. ``client`` is the source address the portal buckets by.
+    """
+
+    def __init__(
+        self,
+        portal: FakePortal,
+        *,
+        base_url: str = "https://fake.bitrix24.test",
+        client: str = "127.0.0.1",
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__(self._answer)
+        self.portal = portal
+        self.base_url = base_url.rstrip("/")
+        self._client = client
+        self._timeout = timeout
+
+    @property
+    def webhook_url(self) -> str:
+        """The webhook of the ordinary user: ``<base_url>/rest/1/<code>/``."""
+        config = self.portal.config
+        return f"{self.base_url}/rest/{config.webhook_user}/{config.webhook_code}/"
+
+    @property
+    def admin_webhook_url(self) -> str:
+        """A webhook of an administrator (user 2)."""
+        return f"{self.base_url}/rest/2/{self.portal.config.admin_webhook_code}/"
+
+    @property
+    def oauth_token_url(self) -> str:
+        """The token endpoint, on the same host as the portal."""
+        return f"{self.base_url}/oauth/token/"
+
+    async def _answer(self, request: RawRequest) -> RawResponse:
+        parts = urlsplit(request.url)
+        answer = self.portal.handle(
+            PortalRequest(
+                method=request.method,
+                path=parts.path,
+                query=parts.query,
+                headers=dict(request.headers),
+                body=request.body,
+                client=self._client,
+                base_url=f"{parts.scheme}://{parts.netloc}",
+            )
+        )
+        delay = answer.delay
+        if self._timeout is not None and delay >= self._timeout:
+            await asyncio.sleep(self._timeout)
+            raise RequestTimeoutError("no answer in time (in-process)", method=request.label)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if answer.action is Action.DROP_AFTER:
+            # The call ran and is in the ledger; the client gets no answer at all.
+            raise ConnectionLostError("connection dropped (in-process)", method=request.label)
+        return RawResponse(answer.status, answer.headers, answer.body)
