@@ -137,6 +137,8 @@ async def bulk_add(client: BulkPort, items: Items, **options: Unpack[BulkOptions
         retries=retries,
         wait_seconds=(after.bucket_wait_seconds + after.budget_wait_seconds)
         - (before.bucket_wait_seconds + before.budget_wait_seconds),
+        created_earlier=job.created_earlier,
+        repaired=job.repaired,
     )
     if aborted is not None:
         raise BulkAbortedError(report, aborted) from aborted

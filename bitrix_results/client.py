@@ -236,6 +236,12 @@ class ResultsClient:
         reply = await self._scheduler.execute(call, self._transport)
         return reply.result
 
+    @property
+    def binding(self) -> tuple[str, str]:
+        """The portal and the credential's fingerprint (never a secret) a bulk journal
+        is bound to; part of the bulk engine's port."""
+        return (self._transport.portal, self._transport.credential)
+
     async def execute(self, call: Call) -> Reply:
         """Run a prepared call through the scheduler (the bulk engine's batches).
 

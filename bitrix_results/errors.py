@@ -51,6 +51,7 @@ __all__ = [
     "InvalidCredentialsError",
     "InvalidInputError",
     "InvalidRequestError",
+    "JournalError",
     "NotFoundError",
     "OAuthError",
     "OperatingLimitError",
@@ -158,6 +159,22 @@ class BulkAbortedError(BitrixError):
             f"the bulk job stopped ({type(cause).__name__}: {cause}); "
             f"{report.created} created and {report.failed} failed before it stopped"
         )
+
+
+class JournalError(BitrixError, ValueError):
+    """A bulk journal that cannot be used: ``path`` names the file.
+
+    Raised for a path that is a directory, unwritable, not a journal (or a
+    journal emptied after a job ran), and for a journal of another job, portal,
+    credential or input; ``field`` then names what differs (``"job_id"``,
+    ``"portal"``, ``"credential"``, ``"input"``), else it is None.
+    """
+
+    def __init__(self, path: object, message: str, *, field: str | None = None) -> None:
+        self.path = str(path)
+        self.field = field
+        self.message = message
+        super().__init__(f"journal {self.path}: {message}")
 
 
 class OAuthError(BitrixError):

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import msgspec
 
 from .._transport.codec import decode_result, encode
-from ..errors import BitrixError
+from ..errors import BitrixError, JournalError
 from ..models import NewResult, TaskResult
-from .journal import Journal, JournalEntry
+from .journal import MAX_ID, Journal, JournalEntry
 from .types import ADD, Outcome
 
 __all__ = ["PRUNE_AT", "Claims", "Entry", "digest", "key_for"]
@@ -65,18 +65,50 @@ class Claims:
     :meth:`holding`; claimed ids above the lowest such watermark are never pruned.
     """
 
-    def __init__(self, journal: Journal | None = None, *, prune_at: int = PRUNE_AT) -> None:
+    def __init__(
+        self, journal: Journal | None = None, *, prune_at: int = PRUNE_AT, track: bool = False
+    ) -> None:
         self.journal = journal
         self.prune_at = prune_at
         self.watermark = journal.max_result_id() if journal is not None else 0
         self.claimed: set[int] = set()
         self.unit_watermarks: Counter[int] = Counter()
+        #: The client's own user id, learnt from the author of a result the portal
+        #: answered one of our adds with (None until then, or if it never says).
+        self.author_id: int | None = None
+        #: With ``track``: the lowest watermark any unit touching a task was sent
+        #: at, per task (what the verification pass reads above).
+        self.touched: dict[int, int] | None = {} if track else None
+        #: Set when a unit's outcome was unknown at some point (a lost answer):
+        #: only then can a call the portal ran late have doubled an item.
+        self.ambiguous = False
 
-    def created(self, pairs: list[tuple[Entry, TaskResult]]) -> list[Outcome]:
-        """Claim the results of ``pairs``, journal them, and report them created."""
+    def learn_author(self, result: TaskResult) -> None:
+        """Take the author of a result that is certainly ours as the client's user id."""
+        if self.author_id is None and result.author_id is not None:
+            self.author_id = result.author_id
+
+    def ours(self, result: TaskResult) -> bool:
+        """Whether ``result`` may be ours by its author: False only when both are
+        known and differ (a portal that omits ``authorId`` cannot narrow a match)."""
+        return self.author_id is None or result.author_id in (None, self.author_id)
+
+    def created(
+        self, pairs: list[tuple[Entry, TaskResult]], *, answered: bool = True
+    ) -> list[Outcome]:
+        """Claim the results of ``pairs``, journal them, and report them created.
+
+        ``answered``: the portal returned these results to our own adds (so their
+        author is the client's user); False for results matched by reconciliation.
+        """
         for _, result in pairs:
             self.claimed.add(result.id)
-            self.watermark = max(self.watermark, result.id)
+            if result.id <= MAX_ID:
+                # An id past 64 bits is no real id order: it must not become
+                # the watermark every later result would fall below.
+                self.watermark = max(self.watermark, result.id)
+            if answered:
+                self.learn_author(result)
         if self.journal is not None:
             self.journal.mark_created(
                 [(e.index, e.item.task_id, e.digest, r.id, encode(r)) for e, r in pairs]
@@ -92,6 +124,10 @@ class Claims:
 
     def pending(self, entries: list[Entry], *, batched: bool, watermark: int) -> None:
         """Journal ``entries`` as about to be sent at ``watermark`` (before the request)."""
+        if self.touched is not None:
+            for e in entries:
+                task_id = e.item.task_id
+                self.touched[task_id] = min(self.touched.get(task_id, watermark), watermark)
         if self.journal is not None:
             rows = [(e.index, e.item.task_id, e.digest) for e in entries]
             self.journal.mark_pending(rows, batched=batched, watermark=watermark)
@@ -107,8 +143,9 @@ class Claims:
 
         An :class:`Outcome` when it was created in an earlier run (its result is
         claimed again), the pending row (``batched``, ``watermark``) when it may
-        have been sent, None when the journal has no row for it. Raises
-        ValueError when the journal's row is of another item.
+        have been sent, None when it has no row for it or the item failed (it
+        is sent again). Raises :class:`JournalError` (``field="input"``) when
+        the journal's row is of another item.
         """
         if self.journal is None:
             return None
@@ -116,13 +153,19 @@ class Claims:
         if row is None:
             return None
         if row.text_digest != entry.digest:
-            raise ValueError(
-                f"journal: item {entry.index} differs from the one journaled; "
-                "resume with the same input file"
+            raise JournalError(
+                self.journal.path,
+                f"item {entry.index} differs from the one journaled; "
+                "resume with the same input file",
+                field="input",
             )
+        if row.status == "failed":
+            return None
         if row.status == "created" and row.result is not None:
             result = decode_result(msgspec.Raw(row.result), TaskResult, method=ADD)
             self.claimed.add(result.id)
+            # Created for this credential by an earlier run (the journal is bound to it).
+            self.learn_author(result)
             return Outcome(entry.index, entry.item, "created", result=result)
         return row
 

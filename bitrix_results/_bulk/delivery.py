@@ -6,8 +6,9 @@
   it fails or its answer is lost, :meth:`Delivery.after_batch` *reconciles*: with
   the batch's tasks frozen (no other request of the job touches them), it lists
   their results above the batch's watermark (result ids only grow, so anything
-  the batch created is above it), matches them by text to the batch's items,
-  skipping results the job already owns, and re-sends the unmatched ones.
+  the batch created is above it), matches them by text and author to the
+  batch's items, skipping results the job already owns, and re-sends the
+  unmatched ones.
 """
 
 from __future__ import annotations
@@ -123,6 +124,8 @@ class Delivery:
                     entry.item.task_id, entry.item.text, idempotency_key=entry.key
                 )
             except (OutcomeUnknownError, DecodeError) as exc:
+                # A late run of this add may still come: the job must verify.
+                self.claims.ambiguous = True
                 unknown = exc
                 continue
             except BitrixError as exc:
@@ -185,6 +188,8 @@ class Delivery:
         command, the rest go one by one so the bad item fails alone with its own
         error; when only the answer was lost, they go as a batch again.
         """
+        # The batch may still run late, after its items were sent again.
+        self.claims.ambiguous = True
         found = await self.reconcile(entries, watermark)
         settled, absent = found.settled, found.absent
         # Sent alone, an item on a task the portal will not list gets its own error.
@@ -230,15 +235,35 @@ class Delivery:
                 if read.error is not None:
                     found.unreadable += [(e, read.error) for e in mine]
                     continue
-                owned = self.claims.owned(task_id, watermark)
-                free: list[TaskResult] = [r for r in read.results if r.id not in owned]  # type: ignore[misc]
-                matched: list[tuple[Entry, TaskResult]] = []
-                for entry in mine:
-                    hit = next((r for r in free if r.text == entry.item.text), None)
-                    if hit is None:
-                        found.absent.append(entry)
-                    else:
-                        free.remove(hit)
-                        matched.append((entry, hit))
-                found.settled += self.claims.created(matched)
+                found.settled += self.claims.created(
+                    self.match(mine, read.results, watermark, found.absent),  # type: ignore[arg-type]
+                    answered=False,
+                )
         return found
+
+    def match(
+        self, entries: list[Entry], results: list[TaskResult], watermark: int, absent: list[Entry]
+    ) -> list[tuple[Entry, TaskResult]]:
+        """Pair ``entries`` of one task with the results that can only be theirs.
+
+        A result is a candidate when it is above the watermark (created after the
+        unit was sent), not already owned by the job (claimed now or journaled by
+        an earlier run), and written by the client's own user: another user's, or
+        a result the portal says is someone else's, with the same text must never
+        be taken for ours (it would report an item created that never was). Among
+        candidates, each entry takes the oldest one with its text. Entries left
+        without one go to ``absent``.
+        """
+        owned = self.claims.owned(entries[0].item.task_id, watermark)
+        free = [
+            r for r in results if r.id > watermark and r.id not in owned and self.claims.ours(r)
+        ]
+        matched: list[tuple[Entry, TaskResult]] = []
+        for entry in entries:
+            hit = next((r for r in free if r.text == entry.item.text), None)
+            if hit is None:
+                absent.append(entry)
+            else:
+                free.remove(hit)
+                matched.append((entry, hit))
+        return matched

@@ -4,14 +4,17 @@ The first item of a job goes alone, so every batch after it has a watermark
 (see ``claims.py``). A programmer error (an input that is not an item, a
 journal of another input, an exception in ``on_progress``) stops the feeding;
 the work in flight still settles and is reported, then the error is raised.
+A job that ends normally runs the verification pass (``verify.py``) last.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Literal
 
 import anyio
@@ -22,10 +25,11 @@ from ..errors import InvalidInputError
 from ..models import NewResult
 from .claims import PRUNE_AT, Claims, Entry, digest, key_for
 from .delivery import Delivery
-from .journal import Journal
+from .journal import Binding, Journal, credential_tag
 from .port import BulkPort
 from .streams import aiter_any, unwrap
 from .types import MAX_BATCH, BulkOptions, BulkProgress, Outcome, check_options
+from .verify import Reported, verify
 
 __all__ = ["Job"]
 
@@ -68,7 +72,12 @@ class Job:
         self.concurrency = concurrency or (8 if self.batch else 16)
         job_id = options.get("job_id")
         path = options.get("journal")
-        journal = Journal(path, job_id) if path is not None else None
+        journal = None
+        if path is not None:
+            if not isinstance(path, str | os.PathLike):
+                raise TypeError(f"journal: must be a file path (str or os.PathLike), not {path!r}")
+            portal, credential = port.binding
+            journal = Journal(path, job_id, Binding(portal, credential_tag(credential)))
         if journal is not None:
             self.job_id = journal.job_id
         else:
@@ -78,7 +87,18 @@ class Job:
         self.started = time.monotonic()
         self.created = 0
         self.failed = 0
-        self.claims = Claims(journal, prune_at=prune_at)
+        # The verification pass needs every reported id: bulk_add holds them all
+        # anyway, a stream promises bounded memory and does not verify.
+        self.verify = options.get("verify", True) and where == "bulk_add"
+        self.reported = Reported() if self.verify else None
+        self.started_at = datetime.now(UTC).replace(microsecond=0)
+        #: Items whose created outcome the journal of an earlier run gave.
+        self.created_earlier = 0
+        #: Doubles of ours the verification pass deleted.
+        self.repaired = 0
+        self.port = port
+        self._retries_before = port.statistics().retries_total if self.verify else 0
+        self.claims = Claims(journal, prune_at=prune_at, track=self.verify)
         self.delivery = Delivery(port, self.claims)
         # The first error that stops the job: the feed takes no item after it.
         self._error: Exception | None = None
@@ -103,6 +123,11 @@ class Job:
                         tg.start_soon(self._worker, units_recv, out)
                     async with units_send:
                         await self._feed(items, units_send, out)
+            if self.reported is not None and self._error is None:
+                retried = self.port.statistics().retries_total > self._retries_before
+                self.repaired = await verify(
+                    self.port, self.claims, self.reported, started=self.started_at, retried=retried
+                )
         except BaseExceptionGroup as group:
             raise unwrap(group) from None
         finally:
@@ -140,6 +165,7 @@ class Job:
             if isinstance(entry, Outcome):
                 await self._emit([entry], out)
             elif isinstance(unit, Outcome):
+                self.created_earlier += 1
                 await self._emit([unit], out)
             elif unit is not None and unit.kind == "reconcile":
                 if (
@@ -216,6 +242,8 @@ class Job:
 
     async def _emit(self, settled: list[Outcome], out: MemoryObjectSendStream[Outcome]) -> None:
         for outcome in settled:
+            if self.reported is not None:
+                self.reported.note(outcome)
             if outcome.status == "created":
                 self.created += 1
             else:

@@ -33,6 +33,16 @@ class BulkPort(Protocol):
         """One keyed ``tasks.task.result.add``; a retry with the same key is a replay."""
         ...
 
+    async def delete(self, result_id: int) -> None:
+        """Delete a result (the verification pass removes doubles of ours)."""
+        ...
+
+    @property
+    def binding(self) -> tuple[str, str]:
+        """The portal (host and port) and a non-secret credential fingerprint a
+        journal is bound to."""
+        ...
+
     async def execute(self, call: Call) -> Reply:
         """Run a prepared call (a batch) through the client's scheduler."""
         ...

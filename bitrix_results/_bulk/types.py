@@ -6,6 +6,7 @@ may import the rest of the package at run time.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -80,13 +81,17 @@ class BulkOptions(TypedDict, total=False):
       finishes the rest and creates nothing twice.
     - ``on_progress``: called (sync or async) with a :class:`BulkProgress` as items settle.
     - ``job_id``: the job's id, from which unkeyed items' idempotency keys derive.
+    - ``verify`` (default True): ``bulk_add`` ends with a pass that finds results
+      of ours created twice during the job and deletes the extra copies
+      (``BulkReport.repaired``); ``bulk_add_stream`` does not run it.
     """
 
     batch: bool
     concurrency: int | None
-    journal: str | None
+    journal: str | os.PathLike[str] | None
     on_progress: ProgressCallback | None
     job_id: str | None
+    verify: bool
 
 
 def check_options(options: Mapping[str, object], where: str = "bulk_add") -> None:
@@ -119,6 +124,11 @@ class BulkReport:
     operating_limit_hits: int = 0
     retries: dict[str, int] = field(default_factory=dict)
     wait_seconds: float = 0.0
+    #: Of ``created``, the items whose result an earlier run of the journal created.
+    created_earlier: int = 0
+    #: Doubles of ours (created twice by a call the portal ran late) that the
+    #: verification pass found and deleted.
+    repaired: int = 0
 
     def failures_by_reason(self) -> dict[str, int]:
         """Failed items counted by error class name (``InvalidInputError``, ...)."""

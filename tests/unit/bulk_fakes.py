@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import builtins
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -31,8 +32,24 @@ class Lost(Exception):
 class FakePort:
     """Results per task, ids growing from 1; keyed adds replay like the portal's."""
 
-    def __init__(self, *, page_size: int = 50, cap: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        page_size: int = 50,
+        cap: int | None = None,
+        user: int | None = 1,
+        binding: tuple[str, str] = ("portal.test", "credential-1"),
+    ) -> None:
         self.page_size = page_size
+        # The client's user: the author of what it creates (None: the portal omits it).
+        self.user = user
+        self.binding = binding
+        # The portal's clock: ``createdAt`` of new results (timezone-aware).
+        self.now = datetime.now(UTC)
+        # Called with the batch's commands before an add batch runs (a race).
+        self.before_batch: Callable[[list[Mapping[str, Any]]], None] | None = None
+        # How many of the next add batches fail before anything runs.
+        self.refuse_batches = 0
         # The portal's silent cap on a page (api-facts §4.3), if any.
         self.cap = cap
         self.tasks: defaultdict[int, list[TaskResult]] = defaultdict(list)
@@ -53,8 +70,15 @@ class FakePort:
 
     # -- the portal side -----------------------------------------------------------
 
-    def create(self, task_id: int, text: str) -> TaskResult:
-        result = TaskResult(id=self.next_id, task_id=task_id, text=text)
+    def create(self, task_id: int, text: str, *, author: int | None = None) -> TaskResult:
+        """A new result by ``author`` (default: the client's user)."""
+        result = TaskResult(
+            id=self.next_id,
+            task_id=task_id,
+            text=text,
+            author_id=self.user if author is None else author,
+            created_at=self.now,
+        )
         self.next_id += 1
         self.tasks[task_id].append(result)
         return result
@@ -85,6 +109,16 @@ class FakePort:
             raise OutcomeUnknownError(ADD, Lost("answer lost"))
         return result
 
+    async def delete(self, result_id: int) -> None:
+        await anyio.lowlevel.checkpoint()
+        self.requests["delete"] += 1
+        for results in self.tasks.values():
+            for result in results:
+                if result.id == result_id:
+                    results.remove(result)
+                    return
+        raise portal_error(code="0", message="Result not found.", status=404, method="delete")
+
     async def execute(self, call: Call) -> Reply:
         await anyio.lowlevel.checkpoint()
         assert (call.method, call.api) == ("batch", "v3"), call
@@ -98,6 +132,11 @@ class FakePort:
     async def _add_batch(self, commands: list[Mapping[str, Any]]) -> Reply:
         self.requests["add batch"] += 1
         self._batches += 1
+        if self.before_batch is not None:
+            self.before_batch(commands)
+        if self.refuse_batches:
+            self.refuse_batches -= 1
+            raise ConnectionLostError("connection reset before the batch ran", method="batch")
         bodies = []
         for command in commands:
             fields = command["query"]["fields"]

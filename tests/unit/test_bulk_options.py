@@ -14,13 +14,14 @@ from bitrix_results._bulk.types import check_options
 ROOT = Path(__file__).parents[2]
 
 
-def test_the_options_are_the_documented_five_and_all_optional() -> None:
+def test_the_options_are_the_documented_six_and_all_optional() -> None:
     assert set(BulkOptions.__annotations__) == {
         "batch",
         "concurrency",
         "journal",
         "on_progress",
         "job_id",
+        "verify",
     }
     assert BulkOptions.__required_keys__ == frozenset()
 
