@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -44,8 +44,15 @@ class FakePort:
         # The client's user: the author of what it creates (None: the portal omits it).
         self.user = user
         self.binding = binding
-        # The portal's clock: ``createdAt`` of new results (timezone-aware).
-        self.now = datetime.now(UTC)
+        # The portal's clock runs this far from ours (``createdAt`` of new results).
+        self.skew = timedelta(0)
+        # How many of the next keyed adds run *late*: the add runs but its key is
+        # not stored yet and its answer is lost, so the retry runs too (a double).
+        self.late_adds = 0
+        # How many of the next add batches run late: the answer is lost at once,
+        # the commands run just before the next add batch.
+        self.late_batches = 0
+        self._late: list[Mapping[str, Any]] = []
         # Called with the batch's commands before an add batch runs (a race).
         self.before_batch: Callable[[list[Mapping[str, Any]]], None] | None = None
         # How many of the next add batches fail before anything runs.
@@ -77,7 +84,7 @@ class FakePort:
             task_id=task_id,
             text=text,
             author_id=self.user if author is None else author,
-            created_at=self.now,
+            created_at=datetime.now(UTC) + self.skew,
         )
         self.next_id += 1
         self.tasks[task_id].append(result)
@@ -97,6 +104,10 @@ class FakePort:
     ) -> TaskResult:
         await anyio.lowlevel.checkpoint()
         self.requests["add"] += 1
+        if self.late_adds:
+            self.late_adds -= 1
+            self.create(task_id, text)
+            raise OutcomeUnknownError(ADD, Lost("timed out; the add ran later"))
         if idempotency_key is not None and idempotency_key in self.replays:
             result = self.replays[idempotency_key]
         else:
@@ -134,6 +145,13 @@ class FakePort:
         self._batches += 1
         if self.before_batch is not None:
             self.before_batch(commands)
+        late, self._late = self._late, []
+        for command in late:
+            self.create(command["query"]["fields"]["taskId"], command["query"]["fields"]["text"])
+        if self.late_batches:
+            self.late_batches -= 1
+            self._late = commands
+            raise ConnectionLostError("timed out; the batch runs later", method="batch")
         if self.refuse_batches:
             self.refuse_batches -= 1
             raise ConnectionLostError("connection reset before the batch ran", method="batch")
