@@ -125,7 +125,7 @@ class Delivery:
                 )
             except (OutcomeUnknownError, DecodeError) as exc:
                 # A late run of this add may still come: the job must verify.
-                self.claims.ambiguous = True
+                self.claims.unknown(exc)
                 unknown = exc
                 continue
             except BitrixError as exc:
@@ -171,8 +171,10 @@ class Delivery:
                 except PortalError:
                     # A command was refused; the batch rolled back or kept a prefix.
                     bodies, refused = None, True
-                except BitrixError:
-                    # The answer was lost (or unreadable): any prefix may have run.
+                except BitrixError as exc:
+                    # The answer was lost (or unreadable): any prefix may have run,
+                    # or may still run late.
+                    self.claims.unknown(exc)
                     bodies = None
                 if bodies is not None and len(bodies) == len(entries):
                     pairs = zip(entries, bodies, strict=True)
@@ -188,8 +190,6 @@ class Delivery:
         command, the rest go one by one so the bad item fails alone with its own
         error; when only the answer was lost, they go as a batch again.
         """
-        # The batch may still run late, after its items were sent again.
-        self.claims.ambiguous = True
         found = await self.reconcile(entries, watermark)
         settled, absent = found.settled, found.absent
         # Sent alone, an item on a task the portal will not list gets its own error.

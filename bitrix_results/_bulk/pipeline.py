@@ -29,7 +29,7 @@ from .journal import Binding, Journal, credential_tag
 from .port import BulkPort
 from .streams import aiter_any, unwrap
 from .types import MAX_BATCH, BulkOptions, BulkProgress, Outcome, check_options
-from .verify import Reported, verify
+from .verify import Ambiguity, Reported, verify
 
 __all__ = ["Job"]
 
@@ -97,7 +97,7 @@ class Job:
         #: Doubles of ours the verification pass deleted.
         self.repaired = 0
         self.port = port
-        self._retries_before = port.statistics().retries_total if self.verify else 0
+        self.ambiguity = Ambiguity(port) if self.verify else None
         self.claims = Claims(journal, prune_at=prune_at, track=self.verify)
         self.delivery = Delivery(port, self.claims)
         # The first error that stops the job: the feed takes no item after it.
@@ -124,9 +124,13 @@ class Job:
                     async with units_send:
                         await self._feed(items, units_send, out)
             if self.reported is not None and self._error is None:
-                retried = self.port.statistics().retries_total > self._retries_before
+                assert self.ambiguity is not None
                 self.repaired = await verify(
-                    self.port, self.claims, self.reported, started=self.started_at, retried=retried
+                    self.port,
+                    self.claims,
+                    self.reported,
+                    started=self.started_at,
+                    ambiguity=self.ambiguity,
                 )
         except BaseExceptionGroup as group:
             raise unwrap(group) from None
@@ -241,6 +245,8 @@ class Job:
             await self._emit(settled, out)
 
     async def _emit(self, settled: list[Outcome], out: MemoryObjectSendStream[Outcome]) -> None:
+        if self.ambiguity is not None:
+            self.ambiguity.sample()
         for outcome in settled:
             if self.reported is not None:
                 self.reported.note(outcome)

@@ -22,13 +22,17 @@ What it cannot see: a result with the same text by the same user created
 during the job by someone else (another process on the same webhook) looks
 exactly like a double and is deleted, unless each item carries its own ``key``
 (then the portal's replay keeps one copy and there is nothing to repair). A
-double created after the pass (a call the portal runs later still) is not seen.
+call the portal runs later than its request cut-off (api-facts §1), after the
+pass, is not seen; nor is a double on a task this run did not send to (an
+item an earlier run of the journal created).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime
+
+import anyio
 
 from .._paging import PageRule
 from ..errors import AccessDeniedError, BitrixError, NotFoundError
@@ -38,7 +42,7 @@ from .port import BulkPort
 from .read import read_v3
 from .types import MAX_BATCH, Outcome
 
-__all__ = ["Reported", "verify"]
+__all__ = ["SETTLE_SECONDS", "Ambiguity", "Reported", "verify"]
 
 
 class Reported:
@@ -82,21 +86,82 @@ def doubles(
     return found
 
 
+# A call the portal runs late still ends within its request cut-off (api-facts
+# §1: 60 s in the cloud): that long after a timeout, whatever the timed-out
+# call did is visible.
+SETTLE_SECONDS = 60.0
+# Scheduler retry reasons after which the first attempt may have run: the only
+# ones that can leave a double behind ("timeout": it may even still be running).
+_AMBIGUOUS = ("timeout", "connection_lost", "server_error", "decode_error")
+# How often the job looks at the scheduler's retry counters (they are a snapshot).
+_SAMPLE_EVERY = 0.25
+
+
+class Ambiguity:
+    """Whether, and when, the job saw a call whose outcome was unknown.
+
+    Two sources: the delivery's own lost answers (``Claims.ambiguous`` and
+    ``Claims.timed_out_at``) and the scheduler's retries after a timeout or a
+    lost connection, which the delivery never sees (the retry succeeded). The
+    latter are noticed by sampling the client's counters as outcomes are
+    emitted, so a time kept is at or after the real one: waiting from it is
+    never too short.
+    """
+
+    def __init__(self, port: BulkPort) -> None:
+        self.port = port
+        self.ambiguous = False
+        self.timed_out_at: float | None = None
+        self._counts = self._read()
+        self._sampled = anyio.current_time()
+
+    def _read(self) -> tuple[int, int]:
+        retries = self.port.statistics().retries
+        return retries.get("timeout", 0), sum(retries.get(r, 0) for r in _AMBIGUOUS)
+
+    def sample(self, *, force: bool = False) -> None:
+        now = anyio.current_time()
+        if not force and now - self._sampled < _SAMPLE_EVERY:
+            return
+        self._sampled = now
+        counts = self._read()
+        if counts[1] != self._counts[1]:
+            self.ambiguous = True
+        if counts[0] != self._counts[0]:
+            self.timed_out_at = now
+        self._counts = counts
+
+    def settle_until(self, claims: Claims) -> float | None:
+        """None when no outcome was ever unknown, else the time the pass may read at."""
+        self.sample(force=True)
+        if not (self.ambiguous or claims.ambiguous):
+            return None
+        times = [t for t in (self.timed_out_at, claims.timed_out_at) if t is not None]
+        return max(times) + SETTLE_SECONDS if times else anyio.current_time()
+
+
 async def verify(
-    port: BulkPort, claims: Claims, reported: Reported, *, started: datetime, retried: bool
+    port: BulkPort,
+    claims: Claims,
+    reported: Reported,
+    *,
+    started: datetime,
+    ambiguity: Ambiguity,
 ) -> int:
     """Delete the doubles of ours on the tasks the job touched; how many were deleted.
 
-    ``retried``: the client's scheduler re-sent a request during the job. The
-    pass reads nothing when no request was re-sent and no answer was lost: every
-    call then ran once, so no double can exist. Read and delete failures end the
-    pass early (it repairs what it can): the job's own outcomes are settled
-    already and stay true.
+    Nothing is read when no call's outcome was ever unknown: every call then
+    ran once, so no double can exist. After a timeout the pass first waits
+    until :data:`SETTLE_SECONDS` have passed since the last one, so a call the
+    portal is still running has ended. Read and delete failures end the pass
+    early (it repairs what it can): the job's outcomes are settled and stay true.
     """
     touched = claims.touched or {}
     author_id = claims.author_id
-    if author_id is None or not touched or not (retried or claims.ambiguous):
+    until = ambiguity.settle_until(claims)
+    if author_id is None or not touched or until is None:
         return 0
+    await anyio.sleep(max(0.0, until - anyio.current_time()))
     rule = PageRule()
     tasks = sorted(t for t in touched if reported.texts.get(t))
     repaired = 0

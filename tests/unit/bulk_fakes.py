@@ -21,7 +21,12 @@ from bitrix_results._bulk.types import ADD, LIST
 from bitrix_results._scheduler import SchedulerStatistics
 from bitrix_results._transport import Call
 from bitrix_results._transport.types import Reply
-from bitrix_results.errors import ConnectionLostError, OutcomeUnknownError, portal_error
+from bitrix_results.errors import (
+    ConnectionLostError,
+    OutcomeUnknownError,
+    RequestTimeoutError,
+    portal_error,
+)
 from bitrix_results.models import RESULT_FIELDS, LegacyTaskResult, TaskResult
 
 
@@ -107,7 +112,7 @@ class FakePort:
         if self.late_adds:
             self.late_adds -= 1
             self.create(task_id, text)
-            raise OutcomeUnknownError(ADD, Lost("timed out; the add ran later"))
+            raise OutcomeUnknownError(ADD, RequestTimeoutError("timed out", method=ADD))
         if idempotency_key is not None and idempotency_key in self.replays:
             result = self.replays[idempotency_key]
         else:
@@ -151,7 +156,7 @@ class FakePort:
         if self.late_batches:
             self.late_batches -= 1
             self._late = commands
-            raise ConnectionLostError("timed out; the batch runs later", method="batch")
+            raise RequestTimeoutError("timed out; the batch runs later", method="batch")
         if self.refuse_batches:
             self.refuse_batches -= 1
             raise ConnectionLostError("connection reset before the batch ran", method="batch")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -9,10 +10,18 @@ from typing import Any
 import pytest
 from bulk_fakes import FakePort
 
+from bitrix_results._bulk import verify as verify_module
 from bitrix_results._bulk.claims import Claims, Entry, digest, key_for
 from bitrix_results._bulk.delivery import Delivery
+from bitrix_results._scheduler import virtual_time
 from bitrix_results.bulk import bulk_add
 from bitrix_results.models import NewResult
+
+
+@pytest.fixture(autouse=True)
+def no_settle(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fake port runs nothing late past its answer: no cut-off to wait out.
+    monkeypatch.setattr(verify_module, "SETTLE_SECONDS", 0.0)
 
 
 def texts_on(port: FakePort, task_id: int) -> Counter[str]:
@@ -175,3 +184,24 @@ async def test_reconciliation_with_authors_unknown_still_settles() -> None:
     outcomes = await delivery.batch([entry(1, 7, "a"), entry(2, 7, "b")])
     assert sorted(o.result.text for o in outcomes if o.result is not None) == ["a", "b"]
     assert len(port.tasks[7]) == 2
+
+
+def test_the_pass_waits_out_the_portals_cut_off_after_a_lost_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(verify_module, "SETTLE_SECONDS", 60.0)
+    port = FakePort()
+    port.late_batches = 1
+    items = [NewResult(1, f"r{i}") for i in range(11)]
+
+    async def main() -> tuple[float, float, int]:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        report = await bulk_add(port, items)
+        return start, loop.time(), report.repaired
+
+    start, end, repaired = virtual_time.run(main())
+    # Read only once a call still running on the portal must have ended.
+    assert end - start >= 60.0
+    assert repaired == 10
+    assert len(port.all_results()) == len(items)
