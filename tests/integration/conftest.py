@@ -6,6 +6,8 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 
+import pytest
+
 from bitrix_results import Limits, NewResult, Outcome, ResultsClient, RetryPolicy, Scheduler
 from bitrix_results._scheduler import DEFAULT_HEADROOM
 from bitrix_results.testing import PortalConfig, RunningPortal
@@ -19,6 +21,13 @@ def limits_of(config: PortalConfig) -> Limits:
         operating_limit=config.effective_limit,
         operating_window=config.effective_window,
     )
+
+
+@pytest.fixture(autouse=True)
+def fake_portal_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake portal's late calls end within seconds, not the cloud's 60 s cut-off
+    (api-facts §1): bulk verification waits that long after a timeout, not a minute."""
+    monkeypatch.setattr("bitrix_results._bulk.verify.SETTLE_SECONDS", 2.0)
 
 
 #: Fault-heavy tests retry often; a short backoff keeps them quick.

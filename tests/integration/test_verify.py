@@ -1,0 +1,73 @@
+"""Exactly once when the portal runs a call late (issue 10): the verification pass.
+
+The slow-execution fault runs a call only after a delay, with its Idempotency-Key
+looked up on arrival, so the client's same-key retry after a timeout runs too
+(api-facts §4.1). The job's answers cannot show the double; the pass at the end
+of ``bulk_add`` finds and deletes it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from bitrix_results import NewResult
+from bitrix_results.testing import Faults, RunningPortal
+
+from .conftest import client_for
+
+FAST = {"scale": 100, "drain_per_second": 20.0}
+
+
+def on_portal(running: RunningPortal, tasks: set[int]) -> Counter[tuple[int, str]]:
+    """The results the portal holds now (deleted ones are gone), by (task, text)."""
+    return Counter((t, r["text"]) for t in tasks for r in running.portal.results_of(t))
+
+
+@pytest.mark.parametrize(
+    ("batch", "method", "p", "late"),
+    [(False, "tasks.task.result.add", 0.05, 0.6), (True, "batch", 0.3, 1.5)],
+    ids=["single", "batch"],
+)
+async def test_calls_run_late_leave_no_double_behind(make_fake_portal, batch, method, p, late):
+    # Batch: the batch runs after the job has looked for its items (found none)
+    # and sent them again; single: after the same-key retry ran.
+    running = make_fake_portal(
+        **FAST,
+        faults=Faults(slow_execution=p, slow_execution_seconds=late, methods=frozenset({method})),
+        seed=7,
+    )
+    items = [NewResult(1 + i % 20, f"result {i}") for i in range(300)]
+    async with client_for(running, timeout=0.3) as client:
+        report = await client.bulk_add(items, batch=batch)
+    assert report.created == len(items)
+    held = on_portal(running, {i.task_id for i in items})
+    # Every item is on the portal exactly once, and it is the result reported.
+    assert held == Counter((i.task_id, i.text) for i in items)
+    ids = {r["id"] for t in range(1, 21) for r in running.portal.results_of(t)}
+    assert {o.result.id for o in report.outcomes if o.result is not None} == ids
+    # The late calls did double items (the fault did its work), and the pass
+    # deleted exactly those doubles.
+    doubled = running.portal.ledger.duplicates()
+    assert doubled > 0
+    assert report.repaired == doubled
+
+
+async def test_verify_off_leaves_the_doubles_for_the_caller(make_fake_portal):
+    running = make_fake_portal(
+        **FAST,
+        faults=Faults(
+            slow_execution=0.1,
+            slow_execution_seconds=0.6,
+            methods=frozenset({"tasks.task.result.add"}),
+        ),
+        seed=7,
+    )
+    items = [NewResult(1 + i % 20, f"result {i}") for i in range(300)]
+    async with client_for(running, timeout=0.3) as client:
+        report = await client.bulk_add(items, batch=False, verify=False)
+    assert report.repaired == 0
+    doubled = running.portal.ledger.duplicates()
+    assert doubled > 0
+    assert sum(on_portal(running, set(range(1, 21))).values()) == len(items) + doubled
