@@ -211,6 +211,11 @@ def _summary(report: BulkReport, limits: Limits, unreadable: int, title: str) ->
     table.add_column()
     table.add_row("mode", report.mode)
     table.add_row("created", str(report.created))
+    if report.created_earlier:
+        # A resumed journal: these were created by an earlier run, not sent now.
+        table.add_row("created earlier", f"{report.created_earlier} (from the journal)")
+    if report.repaired:
+        table.add_row("repaired", f"{report.repaired} doubles deleted")
     failures = report.failures_by_reason()
     if unreadable:
         failures["unreadable row"] = unreadable

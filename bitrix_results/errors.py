@@ -174,7 +174,7 @@ class JournalError(BitrixError, ValueError):
         self.path = str(path)
         self.field = field
         self.message = message
-        super().__init__(f"journal {self.path}: {message}")
+        super().__init__(f"journal: {self.path} {message}")
 
 
 class OAuthError(BitrixError):

@@ -166,8 +166,7 @@ class Claims:
         if row.text_digest != entry.digest:
             raise JournalError(
                 self.journal.path,
-                f"item {entry.index} differs from the one journaled; "
-                "resume with the same input file",
+                f"holds another item at position {entry.index}: resume it with the same input",
                 field="input",
             )
         if row.status == "failed":

@@ -88,8 +88,9 @@ def test_import_csv_resumes_from_its_journal(webhook, tmp_path, capsys):
     journal = str(tmp_path / "import.journal")
     args = ["import", str(source), "--journal", journal, "--scale", "100", "--quiet"]
     assert main(args) == 0
-    assert main(args) == 0  # everything is in the journal: nothing is sent again
     capsys.readouterr()
+    assert main(args) == 0  # everything is in the journal: nothing is sent again
+    assert "80 (from the journal)" in capsys.readouterr().out
     assert webhook.portal.stats().results_created == 80
     assert webhook.portal.ledger.duplicates() == 0
 

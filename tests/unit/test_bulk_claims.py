@@ -91,7 +91,7 @@ def test_the_journal_sees_pending_created_and_forgotten_items(tmp_path) -> None:
     assert (pending.status, pending.batched, pending.watermark) == ("pending", True, 5)
     assert reopened.journaled(third) is None
     assert reopened.owned(1, 5) == {11}
-    with pytest.raises(ValueError, match="item 1 differs"):
+    with pytest.raises(ValueError, match="another item at position 1"):
         reopened.journaled(entry(1, text="Other"))
     assert reopened.journal is not None
     reopened.journal.close()
