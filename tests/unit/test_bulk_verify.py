@@ -13,9 +13,9 @@ from bulk_fakes import FakePort
 from bitrix_results._bulk import verify as verify_module
 from bitrix_results._bulk.claims import Claims, Entry, digest, key_for
 from bitrix_results._bulk.delivery import Delivery
-from bitrix_results._scheduler import virtual_time
 from bitrix_results.bulk import bulk_add
 from bitrix_results.models import NewResult
+from bitrix_results.testing import virtual_time
 
 
 @pytest.fixture(autouse=True)
