@@ -131,14 +131,14 @@ async def bulk_add(client: BulkPort, items: Items, **options: Unpack[BulkOptions
         mode="batch" if job.batch else "single",
         statistics=after,
         job_id=job.job_id,
+        created_earlier=job.created_earlier,
+        repaired=job.repaired,
         requests=after.requests_sent - before.requests_sent,
         rate_limit_hits=after.rate_limit_hits - before.rate_limit_hits,
         operating_limit_hits=after.operating_limit_hits - before.operating_limit_hits,
         retries=retries,
         wait_seconds=(after.bucket_wait_seconds + after.budget_wait_seconds)
         - (before.bucket_wait_seconds + before.budget_wait_seconds),
-        created_earlier=job.created_earlier,
-        repaired=job.repaired,
     )
     if aborted is not None:
         raise BulkAbortedError(report, aborted) from aborted

@@ -15,11 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import anyio
 import msgspec
 
 from .._transport.codec import decode_result, encode
-from ..errors import BitrixError, JournalError, OutcomeUnknownError, RequestTimeoutError
+from ..errors import BitrixError, JournalError
 from ..models import NewResult, TaskResult
 from .journal import MAX_ID, Journal, JournalEntry
 from .types import ADD, Outcome
@@ -80,19 +79,6 @@ class Claims:
         #: With ``track``: the lowest watermark any unit touching a task was sent
         #: at, per task (what the verification pass reads above).
         self.touched: dict[int, int] | None = {} if track else None
-        #: Whether a unit's outcome was ever unknown (a lost answer): only then
-        #: can a call have run twice and doubled an item.
-        self.ambiguous = False
-        #: When (``anyio.current_time()``) a call last timed out: the portal may
-        #: still be running it, and run it after we looked.
-        self.timed_out_at: float | None = None
-
-    def unknown(self, error: BaseException) -> None:
-        """Note a call whose outcome is unknown, and when if it timed out."""
-        self.ambiguous = True
-        cause = error.cause if isinstance(error, OutcomeUnknownError) else error
-        if isinstance(cause, RequestTimeoutError):
-            self.timed_out_at = anyio.current_time()
 
     def learn_author(self, result: TaskResult) -> None:
         """Take the author of a result that is certainly ours as the client's user id."""

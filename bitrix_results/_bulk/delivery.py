@@ -124,8 +124,6 @@ class Delivery:
                     entry.item.task_id, entry.item.text, idempotency_key=entry.key
                 )
             except (OutcomeUnknownError, DecodeError) as exc:
-                # A late run of this add may still come: the job must verify.
-                self.claims.unknown(exc)
                 unknown = exc
                 continue
             except BitrixError as exc:
@@ -171,10 +169,8 @@ class Delivery:
                 except PortalError:
                     # A command was refused; the batch rolled back or kept a prefix.
                     bodies, refused = None, True
-                except BitrixError as exc:
-                    # The answer was lost (or unreadable): any prefix may have run,
-                    # or may still run late.
-                    self.claims.unknown(exc)
+                except BitrixError:
+                    # The answer was lost (or unreadable): any prefix may have run.
                     bodies = None
                 if bodies is not None and len(bodies) == len(entries):
                     pairs = zip(entries, bodies, strict=True)

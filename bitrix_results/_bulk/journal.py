@@ -94,21 +94,23 @@ class Journal:
     """One import's journal. ``job_id`` is stored on first use and read back on resume,
     so idempotency keys derived from it are the same in every run of the job.
 
-    ``binding`` is checked against the stored one (and stored in a new journal);
-    None skips the check (reading a journal, not running a job with it).
+    ``binding`` is the port's (portal, credential fingerprint): its tag is checked
+    against the stored one (and stored in a new journal); None skips the check
+    (reading a journal, not running a job with it).
     """
 
     def __init__(
         self,
         path: str | os.PathLike[str],
         job_id: str | None = None,
-        binding: Binding | None = None,
+        binding: tuple[str, str] | None = None,
     ) -> None:
         self.path = Path(path)
+        bound = None if binding is None else Binding(binding[0], credential_tag(binding[1]))
         if self.path.is_dir():
             raise JournalError(self.path, "is a directory, not a journal file")
         if not self.path.exists():
-            self._create(job_id or uuid.uuid4().hex, binding)
+            self._create(job_id or uuid.uuid4().hex, bound)
         elif self.path.stat().st_size == 0:
             raise JournalError(
                 self.path,
@@ -128,8 +130,8 @@ class Journal:
                 self.path, f"belongs to job {meta['job_id']!r}, not {job_id!r}", field="job_id"
             )
         self.job_id: str = meta["job_id"]
-        if binding is not None:
-            self._check(meta, binding)
+        if bound is not None:
+            self._check(meta, bound)
 
     # -- opening -------------------------------------------------------------------
 

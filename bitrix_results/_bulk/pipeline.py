@@ -4,7 +4,6 @@ The first item of a job goes alone, so every batch after it has a watermark
 (see ``claims.py``). A programmer error (an input that is not an item, a
 journal of another input, an exception in ``on_progress``) stops the feeding;
 the work in flight still settles and is reported, then the error is raised.
-A job that ends normally runs the verification pass (``verify.py``) last.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from ..errors import InvalidInputError
 from ..models import NewResult
 from .claims import PRUNE_AT, Claims, Entry, digest, key_for
 from .delivery import Delivery
-from .journal import Binding, Journal, credential_tag
+from .journal import Journal
 from .port import BulkPort
 from .streams import aiter_any, unwrap
 from .types import MAX_BATCH, BulkOptions, BulkProgress, Outcome, check_options
@@ -76,8 +75,7 @@ class Job:
         if path is not None:
             if not isinstance(path, str | os.PathLike):
                 raise TypeError(f"journal: must be a file path (str or os.PathLike), not {path!r}")
-            portal, credential = port.binding
-            journal = Journal(path, job_id, Binding(portal, credential_tag(credential)))
+            journal = Journal(path, job_id, port.binding)
         if journal is not None:
             self.job_id = journal.job_id
         else:
@@ -98,6 +96,9 @@ class Job:
         self.repaired = 0
         self.port = port
         self.ambiguity = Ambiguity(port) if self.verify else None
+        if self.ambiguity is not None:
+            # The delivery's lost answers tell the pass whether, and when, to look.
+            port = self.ambiguity.watch(port)
         self.claims = Claims(journal, prune_at=prune_at, track=self.verify)
         self.delivery = Delivery(port, self.claims)
         # The first error that stops the job: the feed takes no item after it.
@@ -123,20 +124,20 @@ class Job:
                         tg.start_soon(self._worker, units_recv, out)
                     async with units_send:
                         await self._feed(items, units_send, out)
-            if self.reported is not None and self._error is None:
-                assert self.ambiguity is not None
-                self.repaired = await verify(
-                    self.port,
-                    self.claims,
-                    self.reported,
-                    started=self.started_at,
-                    ambiguity=self.ambiguity,
-                )
         except BaseExceptionGroup as group:
             raise unwrap(group) from None
         finally:
             if self.claims.journal is not None:
                 self.claims.journal.close()
+        if self.ambiguity is not None and self.reported is not None and self._error is None:
+            # The job ended normally: look for doubles a late call left (verify.py).
+            self.repaired = await verify(
+                self.port,
+                self.claims,
+                self.reported,
+                started=self.started_at,
+                ambiguity=self.ambiguity,
+            )
         if self._error is not None:
             raise self._error
 

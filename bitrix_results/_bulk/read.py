@@ -7,7 +7,7 @@ a lost batch above its watermark.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 
 import anyio
 import msgspec
@@ -105,17 +105,11 @@ async def read_one(client: BulkPort, task_id: int, api: Api, *, after: int = 0) 
 
 
 async def read_v3(
-    client: BulkPort,
-    group: list[int],
-    *,
-    rule: PageRule,
-    after: int = 0,
-    floors: Mapping[int, int] | None = None,
+    client: BulkPort, group: list[int], *, rule: PageRule, after: int = 0
 ) -> list[ResultsOfTask]:
-    """Read a group of tasks (results with ids above ``after``, or above each
-    task's own floor in ``floors``) with REST 3.0 batches."""
+    """Read a group of tasks (results with ids above ``after``) with REST 3.0 batches."""
     collected: dict[int, list[TaskResult]] = {t: [] for t in group}
-    after_ids: dict[int, int] = {t: (floors or {}).get(t, after) for t in group}
+    after_ids: dict[int, int] = dict.fromkeys(group, after)
     open_tasks = list(group)
     done: list[ResultsOfTask] = []
     size = client.page_size

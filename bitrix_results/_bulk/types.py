@@ -117,6 +117,11 @@ class BulkReport:
     #: The client's scheduler at the end of the job (its counters span the client's life).
     statistics: SchedulerStatistics
     job_id: str
+    #: Of ``created``, the items whose result an earlier run of the journal created.
+    created_earlier: int = 0
+    #: Doubles of ours (created twice by a call the portal ran late) that the
+    #: verification pass found and deleted.
+    repaired: int = 0
     #: This job's share of the counters: HTTP requests sent (retries included), 503
     #: and 429 answers seen, retries by reason, seconds spent waiting for the limits.
     requests: int = 0
@@ -124,11 +129,6 @@ class BulkReport:
     operating_limit_hits: int = 0
     retries: dict[str, int] = field(default_factory=dict)
     wait_seconds: float = 0.0
-    #: Of ``created``, the items whose result an earlier run of the journal created.
-    created_earlier: int = 0
-    #: Doubles of ours (created twice by a call the portal ran late) that the
-    #: verification pass found and deleted.
-    repaired: int = 0
 
     def failures_by_reason(self) -> dict[str, int]:
         """Failed items counted by error class name (``InvalidInputError``, ...)."""

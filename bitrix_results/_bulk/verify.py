@@ -29,18 +29,34 @@ item an earlier run of the journal created).
 
 from __future__ import annotations
 
+import builtins
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import anyio
 
 from .._paging import PageRule
-from ..errors import AccessDeniedError, BitrixError, NotFoundError
-from ..models import TaskResult
+from .._transport import Call, RetryClass
+from ..errors import (
+    AccessDeniedError,
+    BitrixError,
+    DecodeError,
+    NotFoundError,
+    OutcomeUnknownError,
+    PortalError,
+    RequestTimeoutError,
+)
+from ..models import LegacyTaskResult, TaskResult
 from .claims import Claims
 from .port import BulkPort
 from .read import read_v3
 from .types import MAX_BATCH, Outcome
+
+if TYPE_CHECKING:
+    from .._scheduler.stats import SchedulerStatistics
+    from .._transport.types import Reply
 
 __all__ = ["SETTLE_SECONDS", "Ambiguity", "Reported", "verify"]
 
@@ -100,12 +116,11 @@ _SAMPLE_EVERY = 0.25
 class Ambiguity:
     """Whether, and when, the job saw a call whose outcome was unknown.
 
-    Two sources: the delivery's own lost answers (``Claims.ambiguous`` and
-    ``Claims.timed_out_at``) and the scheduler's retries after a timeout or a
-    lost connection, which the delivery never sees (the retry succeeded). The
-    latter are noticed by sampling the client's counters as outcomes are
-    emitted, so a time kept is at or after the real one: waiting from it is
-    never too short.
+    Two sources: the delivery's own lost answers, seen through :meth:`watch`,
+    and the scheduler's retries after a timeout or a lost connection, which the
+    delivery never sees (the retry succeeded). The latter are noticed by
+    sampling the client's counters as outcomes are emitted, so a time kept is
+    at or after the real one: waiting from it is never too short.
     """
 
     def __init__(self, port: BulkPort) -> None:
@@ -114,6 +129,17 @@ class Ambiguity:
         self.timed_out_at: float | None = None
         self._counts = self._read()
         self._sampled = anyio.current_time()
+
+    def watch(self, port: BulkPort) -> BulkPort:
+        """``port``, noting every write whose outcome it leaves unknown."""
+        return _Watched(port, self)
+
+    def unknown(self, error: BaseException) -> None:
+        """Note a write whose outcome is unknown, and when, if it timed out."""
+        self.ambiguous = True
+        cause = error.cause if isinstance(error, OutcomeUnknownError) else error
+        if isinstance(cause, RequestTimeoutError):
+            self.timed_out_at = anyio.current_time()
 
     def _read(self) -> tuple[int, int]:
         retries = self.port.statistics().retries
@@ -131,13 +157,63 @@ class Ambiguity:
             self.timed_out_at = now
         self._counts = counts
 
-    def settle_until(self, claims: Claims) -> float | None:
+    def settle_until(self) -> float | None:
         """None when no outcome was ever unknown, else the time the pass may read at."""
         self.sample(force=True)
-        if not (self.ambiguous or claims.ambiguous):
+        if not self.ambiguous:
             return None
-        times = [t for t in (self.timed_out_at, claims.timed_out_at) if t is not None]
-        return max(times) + SETTLE_SECONDS if times else anyio.current_time()
+        if self.timed_out_at is None:
+            return anyio.current_time()
+        return self.timed_out_at + SETTLE_SECONDS
+
+
+class _Watched:
+    """A :class:`BulkPort` that tells an :class:`Ambiguity` of unknown write outcomes."""
+
+    def __init__(self, port: BulkPort, ambiguity: Ambiguity) -> None:
+        self._port = port
+        self._ambiguity = ambiguity
+
+    @property
+    def page_size(self) -> int:
+        return self._port.page_size
+
+    @property
+    def binding(self) -> tuple[str, str]:
+        return self._port.binding
+
+    async def add(
+        self, task_id: int, text: str, *, idempotency_key: str | None = None
+    ) -> TaskResult:
+        try:
+            return await self._port.add(task_id, text, idempotency_key=idempotency_key)
+        except (OutcomeUnknownError, DecodeError) as exc:
+            self._ambiguity.unknown(exc)
+            raise
+
+    async def delete(self, result_id: int) -> None:
+        await self._port.delete(result_id)
+
+    async def execute(self, call: Call) -> Reply:
+        try:
+            return await self._port.execute(call)
+        except PortalError:
+            # The portal answered: the batch ran (in part) or not, but not late.
+            raise
+        except BitrixError as exc:
+            if call.retry is RetryClass.UNKEYED_WRITE:
+                # A batch of adds whose answer was lost: it may still run.
+                self._ambiguity.unknown(exc)
+            raise
+
+    def iter_results(self, task_id: int, *, after_id: int = 0) -> AsyncIterator[TaskResult]:
+        return self._port.iter_results(task_id, after_id=after_id)
+
+    async def list_legacy(self, task_id: int) -> builtins.list[LegacyTaskResult]:
+        return await self._port.list_legacy(task_id)
+
+    def statistics(self) -> SchedulerStatistics:
+        return self._port.statistics()
 
 
 async def verify(
@@ -158,17 +234,20 @@ async def verify(
     """
     touched = claims.touched or {}
     author_id = claims.author_id
-    until = ambiguity.settle_until(claims)
+    until = ambiguity.settle_until()
     if author_id is None or not touched or until is None:
         return 0
     await anyio.sleep(max(0.0, until - anyio.current_time()))
     rule = PageRule()
-    tasks = sorted(t for t in touched if reported.texts.get(t))
+    # By floor, so the tasks read in one batch have floors close together: the
+    # batch reads above the lowest of them, results at or below a task's own
+    # floor are then skipped.
+    tasks = sorted((t for t in touched if reported.texts.get(t)), key=lambda t: (touched[t], t))
     repaired = 0
     for start in range(0, len(tasks), MAX_BATCH):
         group = tasks[start : start + MAX_BATCH]
         try:
-            read = await read_v3(port, group, rule=rule, floors=touched)
+            read = await read_v3(port, group, rule=rule, after=touched[group[0]])
         except BitrixError:
             return repaired
         for done in read:

@@ -109,10 +109,6 @@ class FakePort:
     ) -> TaskResult:
         await anyio.lowlevel.checkpoint()
         self.requests["add"] += 1
-        if self.late_adds:
-            self.late_adds -= 1
-            self.create(task_id, text)
-            raise OutcomeUnknownError(ADD, RequestTimeoutError("timed out", method=ADD))
         if idempotency_key is not None and idempotency_key in self.replays:
             result = self.replays[idempotency_key]
         else:
@@ -123,6 +119,13 @@ class FakePort:
         if self.lose_adds:
             self.lose_adds -= 1
             raise OutcomeUnknownError(ADD, Lost("answer lost"))
+        if self.late_adds:
+            # It ran late: its key was not stored yet when the retry came, and
+            # its answer never did.
+            self.late_adds -= 1
+            if idempotency_key is not None:
+                del self.replays[idempotency_key]
+            raise OutcomeUnknownError(ADD, RequestTimeoutError("timed out", method=ADD))
         return result
 
     async def delete(self, result_id: int) -> None:
@@ -141,13 +144,14 @@ class FakePort:
         commands: list[Mapping[str, Any]] = list(call.params)  # type: ignore[arg-type]
         methods = {c["method"] for c in commands}
         if methods == {ADD}:
+            self._late_or_racing(commands)
+        if methods == {ADD}:
             return await self._add_batch(commands)
         assert methods == {LIST}, methods
         return self._list_batch(commands)
 
-    async def _add_batch(self, commands: list[Mapping[str, Any]]) -> Reply:
-        self.requests["add batch"] += 1
-        self._batches += 1
+    def _late_or_racing(self, commands: list[Mapping[str, Any]]) -> None:
+        """The switches of an add batch that act before it runs."""
         if self.before_batch is not None:
             self.before_batch(commands)
         late, self._late = self._late, []
@@ -160,6 +164,10 @@ class FakePort:
         if self.refuse_batches:
             self.refuse_batches -= 1
             raise ConnectionLostError("connection reset before the batch ran", method="batch")
+
+    async def _add_batch(self, commands: list[Mapping[str, Any]]) -> Reply:
+        self.requests["add batch"] += 1
+        self._batches += 1
         bodies = []
         for command in commands:
             fields = command["query"]["fields"]

@@ -85,19 +85,15 @@ async def test_the_pass_spares_other_authors_older_results_and_same_text_twice()
     # Two items with the same text: two results are wanted, none is a double.
     items = [NewResult(1, "row 0"), NewResult(1, "twice"), NewResult(1, "twice")]
     items += [NewResult(2, f"row {i}") for i in range(5)]
-    calls = 0
-    real_batch = port._add_batch
 
-    async def add_batch(commands: list[Any]) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            # During the job, another user writes the same text on task 2.
-            port.create(2, "row 1", author=2)
-            port.late_batches = 1
-        return await real_batch(commands)
+    def race(_: list[Any]) -> None:
+        # During the job, another user writes the same text on task 2, and this
+        # first batch will run late.
+        port.before_batch = None
+        port.create(2, "row 1", author=2)
+        port.late_batches = 1
 
-    port._add_batch = add_batch  # type: ignore[method-assign]
+    port.before_batch = race
     report = await bulk_add(port, items)
     # Only the late batch's copies (7 items) go.
     assert report.repaired == 7
