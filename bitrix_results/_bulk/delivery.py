@@ -6,9 +6,8 @@
   it fails or its answer is lost, :meth:`Delivery.after_batch` *reconciles*: with
   the batch's tasks frozen (no other request of the job touches them), it lists
   their results above the batch's watermark (result ids only grow, so anything
-  the batch created is above it), matches them by text and author to the
-  batch's items, skipping results the job already owns, and re-sends the
-  unmatched ones.
+  the batch created is above it), matches them by text to the batch's items,
+  skipping results the job already owns, and re-sends the unmatched ones.
 """
 
 from __future__ import annotations

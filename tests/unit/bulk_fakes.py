@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,12 +21,7 @@ from bitrix_results._bulk.types import ADD, LIST
 from bitrix_results._scheduler import SchedulerStatistics
 from bitrix_results._transport import Call
 from bitrix_results._transport.types import Reply
-from bitrix_results.errors import (
-    ConnectionLostError,
-    OutcomeUnknownError,
-    RequestTimeoutError,
-    portal_error,
-)
+from bitrix_results.errors import ConnectionLostError, OutcomeUnknownError, portal_error
 from bitrix_results.models import RESULT_FIELDS, LegacyTaskResult, TaskResult
 
 
@@ -51,17 +46,6 @@ class FakePort:
         self.binding = binding
         # The portal's clock runs this far from ours (``createdAt`` of new results).
         self.skew = timedelta(0)
-        # How many of the next keyed adds run *late*: the add runs but its key is
-        # not stored yet and its answer is lost, so the retry runs too (a double).
-        self.late_adds = 0
-        # How many of the next add batches run late: the answer is lost at once,
-        # the commands run just before the next add batch.
-        self.late_batches = 0
-        self._late: list[Mapping[str, Any]] = []
-        # Called with the batch's commands before an add batch runs (a race).
-        self.before_batch: Callable[[list[Mapping[str, Any]]], None] | None = None
-        # How many of the next add batches fail before anything runs.
-        self.refuse_batches = 0
         # The portal's silent cap on a page (api-facts §4.3), if any.
         self.cap = cap
         self.tasks: defaultdict[int, list[TaskResult]] = defaultdict(list)
@@ -119,13 +103,6 @@ class FakePort:
         if self.lose_adds:
             self.lose_adds -= 1
             raise OutcomeUnknownError(ADD, Lost("answer lost"))
-        if self.late_adds:
-            # It ran late: its key was not stored yet when the retry came, and
-            # its answer never did.
-            self.late_adds -= 1
-            if idempotency_key is not None:
-                del self.replays[idempotency_key]
-            raise OutcomeUnknownError(ADD, RequestTimeoutError("timed out", method=ADD))
         return result
 
     async def delete(self, result_id: int) -> None:
@@ -144,26 +121,9 @@ class FakePort:
         commands: list[Mapping[str, Any]] = list(call.params)  # type: ignore[arg-type]
         methods = {c["method"] for c in commands}
         if methods == {ADD}:
-            self._late_or_racing(commands)
-        if methods == {ADD}:
             return await self._add_batch(commands)
         assert methods == {LIST}, methods
         return self._list_batch(commands)
-
-    def _late_or_racing(self, commands: list[Mapping[str, Any]]) -> None:
-        """The switches of an add batch that act before it runs."""
-        if self.before_batch is not None:
-            self.before_batch(commands)
-        late, self._late = self._late, []
-        for command in late:
-            self.create(command["query"]["fields"]["taskId"], command["query"]["fields"]["text"])
-        if self.late_batches:
-            self.late_batches -= 1
-            self._late = commands
-            raise RequestTimeoutError("timed out; the batch runs later", method="batch")
-        if self.refuse_batches:
-            self.refuse_batches -= 1
-            raise ConnectionLostError("connection reset before the batch ran", method="batch")
 
     async def _add_batch(self, commands: list[Mapping[str, Any]]) -> Reply:
         self.requests["add batch"] += 1

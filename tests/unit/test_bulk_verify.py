@@ -4,18 +4,71 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from bulk_fakes import FakePort
+from bulk_fakes import FakePort as PlainPort
 
 from bitrix_results._bulk import verify as verify_module
 from bitrix_results._bulk.claims import Claims, Entry, digest, key_for
 from bitrix_results._bulk.delivery import Delivery
+from bitrix_results._bulk.types import ADD
+from bitrix_results._transport import Call
+from bitrix_results._transport.types import Reply
 from bitrix_results.bulk import bulk_add
+from bitrix_results.errors import ConnectionLostError, OutcomeUnknownError, RequestTimeoutError
 from bitrix_results.models import NewResult
 from bitrix_results.testing import virtual_time
+
+
+class FakePort(PlainPort):
+    """The fake port with calls the portal runs late, and a hook for races.
+
+    - ``late_adds``: how many of the next keyed adds run *late*: the add runs
+      but its key is not stored yet when the retry comes and its answer is
+      lost (a timeout), so the retry runs too: a double.
+    - ``late_batches``: how many of the next add batches run late: the answer
+      is lost at once (a timeout), the commands run just before the next add batch.
+    - ``refuse_batches``: how many of the next add batches fail before anything runs.
+    - ``before_batch``: called with an add batch's commands before it runs.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.late_adds = 0
+        self.late_batches = 0
+        self.refuse_batches = 0
+        self.before_batch: Callable[[list[Mapping[str, Any]]], None] | None = None
+        self._late: list[Mapping[str, Any]] = []
+
+    async def add(self, task_id: int, text: str, *, idempotency_key: str | None = None) -> Any:
+        result = await super().add(task_id, text, idempotency_key=idempotency_key)
+        if self.late_adds:
+            self.late_adds -= 1
+            if idempotency_key is not None:
+                del self.replays[idempotency_key]
+            raise OutcomeUnknownError(ADD, RequestTimeoutError("timed out", method=ADD))
+        return result
+
+    async def execute(self, call: Call) -> Reply:
+        commands: list[Mapping[str, Any]] = list(call.params)  # type: ignore[arg-type]
+        if {c["method"] for c in commands} == {ADD}:
+            if self.before_batch is not None:
+                self.before_batch(commands)
+            late, self._late = self._late, []
+            for command in late:
+                fields = command["query"]["fields"]
+                self.create(fields["taskId"], fields["text"])
+            if self.late_batches:
+                self.late_batches -= 1
+                self._late = commands
+                raise RequestTimeoutError("timed out; the batch runs later", method="batch")
+            if self.refuse_batches:
+                self.refuse_batches -= 1
+                raise ConnectionLostError("connection reset before the batch ran", method="batch")
+        return await super().execute(call)
 
 
 @pytest.fixture(autouse=True)
