@@ -15,10 +15,11 @@ from bitrix_results._bulk import verify as verify_module
 from bitrix_results._bulk.claims import Claims, Entry, digest, key_for
 from bitrix_results._bulk.delivery import Delivery
 from bitrix_results._bulk.types import ADD
+from bitrix_results._scheduler import SchedulerStatistics
 from bitrix_results._transport import Call
 from bitrix_results._transport.types import Reply
 from bitrix_results.bulk import bulk_add
-from bitrix_results.errors import ConnectionLostError, OutcomeUnknownError, RequestTimeoutError
+from bitrix_results.errors import ConnectionLostError, RequestTimeoutError
 from bitrix_results.models import NewResult
 from bitrix_results.testing import virtual_time
 
@@ -26,9 +27,9 @@ from bitrix_results.testing import virtual_time
 class FakePort(PlainPort):
     """The fake port with calls the portal runs late, and a hook for races.
 
-    - ``late_adds``: how many of the next keyed adds run *late*: the add runs
-      but its key is not stored yet when the retry comes and its answer is
-      lost (a timeout), so the retry runs too: a double.
+    - ``late_adds``: how many of the next keyed adds time out and run *late*,
+      after the scheduler's retry arrived (the key not stored yet), so the
+      retry runs too: a double, behind an answer that looks right.
     - ``late_batches``: how many of the next add batches run late: the answer
       is lost at once (a timeout), the commands run just before the next add batch.
     - ``refuse_batches``: how many of the next add batches fail before anything runs.
@@ -38,19 +39,26 @@ class FakePort(PlainPort):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.late_adds = 0
+        # Retries after a timeout, as the client's scheduler would count them.
+        self.timeouts = 0
         self.late_batches = 0
         self.refuse_batches = 0
         self.before_batch: Callable[[list[Mapping[str, Any]]], None] | None = None
         self._late: list[Mapping[str, Any]] = []
 
     async def add(self, task_id: int, text: str, *, idempotency_key: str | None = None) -> Any:
-        result = await super().add(task_id, text, idempotency_key=idempotency_key)
         if self.late_adds:
+            # The first attempt timed out and ran late (its key unknown to the
+            # portal when the retry came): the scheduler's retry runs it again.
             self.late_adds -= 1
-            if idempotency_key is not None:
-                del self.replays[idempotency_key]
-            raise OutcomeUnknownError(ADD, RequestTimeoutError("timed out", method=ADD))
-        return result
+            self.create(task_id, text)
+            self.timeouts += 1
+        return await super().add(task_id, text, idempotency_key=idempotency_key)
+
+    def statistics(self) -> SchedulerStatistics:
+        return SchedulerStatistics(
+            requests_sent=sum(self.requests.values()), retries={"timeout": self.timeouts}
+        )
 
     async def execute(self, call: Call) -> Reply:
         commands: list[Mapping[str, Any]] = list(call.params)  # type: ignore[arg-type]
