@@ -12,8 +12,10 @@ from collections import Counter
 
 import pytest
 
-from bitrix_results import NewResult
+from bitrix_results import JournalError, NewResult
+from bitrix_results.errors import ConnectionLostError
 from bitrix_results.testing import Faults, RunningPortal
+from bitrix_results.testing._world import OTHER_USER
 
 from .conftest import client_for
 
@@ -71,3 +73,61 @@ async def test_verify_off_leaves_the_doubles_for_the_caller(make_fake_portal):
     doubled = running.portal.ledger.duplicates()
     assert doubled > 0
     assert sum(on_portal(running, set(range(1, 21))).values()) == len(items) + doubled
+
+
+async def test_another_users_same_text_is_never_taken_for_ours(make_fake_portal):
+    # The first batch is lost before it reaches the portal; meanwhile a colleague
+    # writes the same text on the same task. Reconciling the batch must not take
+    # the colleague's result for the item: the item is sent again and created.
+    running = make_fake_portal(**FAST)
+    items = [NewResult(5, "warm-up"), NewResult(7, "Approved"), NewResult(7, "Rejected")]
+    async with client_for(running) as client:
+        real_execute = client.execute
+        lost = False
+
+        async def execute(call):
+            nonlocal lost
+            if call.method == "batch" and not lost:
+                lost = True
+                colleague = running.portal.add_result(7, "Approved", author_id=OTHER_USER)
+                assert colleague > 0
+                raise ConnectionLostError("connection reset", method="batch")
+            return await real_execute(call)
+
+        client.execute = execute  # type: ignore[method-assign]
+        report = await client.bulk_add(items)
+    assert report.created == 3
+    approved = report.outcomes[1].result
+    assert approved is not None
+    assert approved.author_id == running.portal.config.webhook_user
+    held = sorted((r["text"], r["authorId"]) for r in running.portal.results_of(7))
+    assert held == [
+        ("Approved", running.portal.config.webhook_user),
+        ("Approved", OTHER_USER),
+        ("Rejected", running.portal.config.webhook_user),
+    ]
+    # The verification pass ran (an answer was lost) and left the colleague's alone.
+    assert report.repaired == 0
+
+
+async def test_a_journal_is_refused_by_another_portal(make_fake_portal, tmp_path):
+    first, second = make_fake_portal(**FAST), make_fake_portal(**FAST)
+    journal = tmp_path / "job.journal"
+    items = [NewResult(1 + i % 3, f"row {i}") for i in range(10)]
+    async with client_for(first) as client:
+        assert (await client.bulk_add(items, journal=journal)).created == 10
+    async with client_for(second) as client:
+        with pytest.raises(JournalError) as caught:
+            await client.bulk_add(items, journal=journal)
+    assert caught.value.field == "portal"
+    assert second.portal.stats().requests == 0
+    # The webhook code is in neither the message nor the file.
+    code = first.webhook_url.rstrip("/").rsplit("/", 1)[1]
+    assert code not in str(caught.value)
+    assert code.encode() not in journal.read_bytes()
+    # Emptied after the job ran: refused, not taken for a new job.
+    journal.write_bytes(b"")
+    async with client_for(first) as client:
+        with pytest.raises(JournalError, match="empty"):
+            await client.bulk_add(items, journal=journal)
+    assert first.portal.stats().results_created == 10
