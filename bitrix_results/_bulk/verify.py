@@ -58,7 +58,9 @@ if TYPE_CHECKING:
     from .._scheduler.stats import SchedulerStatistics
     from .._transport.types import Reply
 
-__all__ = ["SETTLE_SECONDS", "Ambiguity", "Reported", "verify"]
+DELETE = "tasks.task.result.delete"
+
+__all__ = ["DELETE", "SETTLE_SECONDS", "Ambiguity", "Reported", "delete_all", "verify"]
 
 
 class Reported:
@@ -243,31 +245,67 @@ async def verify(
     # batch reads above the lowest of them, results at or below a task's own
     # floor are then skipped.
     tasks = sorted((t for t in touched if reported.texts.get(t)), key=lambda t: (touched[t], t))
-    repaired = 0
+    doomed: list[int] = []
     for start in range(0, len(tasks), MAX_BATCH):
         group = tasks[start : start + MAX_BATCH]
         try:
             read = await read_v3(port, group, rule=rule, after=touched[group[0]])
         except BitrixError:
-            return repaired
+            break
         for done in read:
-            if done.error is not None:
-                continue
-            found = doubles(
-                done.task_id,
-                done.results,  # type: ignore[arg-type]
-                floor=touched[done.task_id],
-                reported=reported,
-                author_id=author_id,
-                started=started,
-            )
-            for double in found:
-                try:
-                    await port.delete(double.id)
-                except (NotFoundError, AccessDeniedError):
-                    # Gone already (a replayed delete), or not ours to delete.
-                    continue
-                except BitrixError:
-                    return repaired
+            if done.error is None:
+                doomed += [
+                    r.id
+                    for r in doubles(
+                        done.task_id,
+                        done.results,  # type: ignore[arg-type]
+                        floor=touched[done.task_id],
+                        reported=reported,
+                        author_id=author_id,
+                        started=started,
+                    )
+                ]
+    return await delete_all(port, doomed)
+
+
+async def delete_all(port: BulkPort, ids: list[int]) -> int:
+    """Delete ``ids``, up to 50 per REST 3.0 batch; how many are gone after it.
+
+    A batch the portal refuses (a result deleted meanwhile, or not ours to
+    delete, fails the whole batch, api-facts §3.2) or whose answer is lost is
+    done again one by one: deleting is idempotent in effect, a second delete of
+    a result is only refused as not found.
+    """
+    repaired = 0
+    for start in range(0, len(ids), MAX_BATCH):
+        chunk = ids[start : start + MAX_BATCH]
+        call = Call(
+            method="batch",
+            api="v3",
+            params=[{"method": DELETE, "query": {"id": i}} for i in chunk],
+            # Not re-sent blindly: a lost answer is settled one by one below.
+            retry=RetryClass.UNKEYED_WRITE,
+            budget=(("batch", 1), (DELETE, len(chunk))),
+        )
+        try:
+            await port.execute(call)
+        except BitrixError:
+            pass
+        else:
+            repaired += len(chunk)
+            continue
+        for result_id in chunk:
+            try:
+                await port.delete(result_id)
+            except NotFoundError:
+                # Gone since it was read: deleted by the batch (a kept prefix, a
+                # lost answer) or by someone else. The double is gone either way.
                 repaired += 1
+                continue
+            except AccessDeniedError:
+                continue
+            except BitrixError:
+                # The portal is failing now: the job's outcomes stand, stop here.
+                return repaired
+            repaired += 1
     return repaired

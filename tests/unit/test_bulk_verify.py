@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
+import anyio.lowlevel
+import msgspec
 import pytest
 from bulk_fakes import FakePort as PlainPort
 
@@ -15,11 +17,12 @@ from bitrix_results._bulk import verify as verify_module
 from bitrix_results._bulk.claims import Claims, Entry, digest, key_for
 from bitrix_results._bulk.delivery import Delivery
 from bitrix_results._bulk.types import ADD
+from bitrix_results._bulk.verify import DELETE
 from bitrix_results._scheduler import SchedulerStatistics
 from bitrix_results._transport import Call
 from bitrix_results._transport.types import Reply
 from bitrix_results.bulk import bulk_add
-from bitrix_results.errors import ConnectionLostError, RequestTimeoutError
+from bitrix_results.errors import ConnectionLostError, RequestTimeoutError, portal_error
 from bitrix_results.models import NewResult
 from bitrix_results.testing import virtual_time
 
@@ -55,6 +58,17 @@ class FakePort(PlainPort):
             self.timeouts += 1
         return await super().add(task_id, text, idempotency_key=idempotency_key)
 
+    async def _delete_batch(self, ids: list[int]) -> Reply:
+        await anyio.lowlevel.checkpoint()
+        self.requests["delete batch"] += 1
+        here = {r.id for r in self.all_results()}
+        if not set(ids) <= here:
+            # One refused command fails the whole REST 3.0 batch (api-facts §3.2).
+            raise portal_error(code="0", message="Result not found.", status=404, method=DELETE)
+        for results in self.tasks.values():
+            results[:] = [r for r in results if r.id not in ids]
+        return Reply(200, msgspec.Raw(msgspec.json.encode([{"result": True}] * len(ids))), None)
+
     def statistics(self) -> SchedulerStatistics:
         return SchedulerStatistics(
             requests_sent=sum(self.requests.values()), retries={"timeout": self.timeouts}
@@ -62,6 +76,8 @@ class FakePort(PlainPort):
 
     async def execute(self, call: Call) -> Reply:
         commands: list[Mapping[str, Any]] = list(call.params)  # type: ignore[arg-type]
+        if {c["method"] for c in commands} == {DELETE}:
+            return await self._delete_batch([c["query"]["id"] for c in commands])
         if {c["method"] for c in commands} == {ADD}:
             if self.before_batch is not None:
                 self.before_batch(commands)
@@ -119,7 +135,7 @@ async def test_a_keyed_add_run_late_is_found_and_deleted(late_at: int) -> None:
     assert len(port.all_results()) == len(items)
     # The copy kept is the one the report points at.
     assert_reported_results_exist(port, report)
-    assert port.requests["delete"] == 1
+    assert port.requests["delete batch"] == 1
 
 
 async def test_a_batch_run_late_after_its_items_were_sent_again_is_repaired() -> None:
@@ -262,3 +278,18 @@ def test_the_pass_waits_out_the_portals_cut_off_after_a_lost_answer(
     assert end - start >= 60.0
     assert repaired == 10
     assert len(port.all_results()) == len(items)
+
+
+async def test_doubles_are_deleted_in_batches_and_one_by_one_when_one_is_gone() -> None:
+    port = FakePort()
+    ids = [port.create(1, f"d{i}").id for i in range(120)]
+    assert await verify_module.delete_all(port, ids) == 120
+    # 50 + 50 + 20 in three requests, nothing one by one.
+    assert port.requests["delete batch"] == 3
+    assert "delete" not in port.requests
+    assert port.all_results() == []
+    # One of them gone meanwhile: its batch is refused whole, and done one by one.
+    ids = [port.create(1, f"e{i}").id for i in range(3)]
+    await port.delete(ids[1])
+    assert await verify_module.delete_all(port, ids) == 3
+    assert port.all_results() == []
