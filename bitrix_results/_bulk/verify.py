@@ -203,7 +203,7 @@ class _Watched:
             # The portal answered: the batch ran (in part) or not, but not late.
             raise
         except BitrixError as exc:
-            if call.retry is RetryClass.UNKEYED_WRITE:
+            if call.retry_class is RetryClass.UNKEYED_WRITE:
                 # A batch of adds whose answer was lost: it may still run.
                 self._ambiguity.unknown(exc)
             raise
@@ -284,7 +284,7 @@ async def delete_all(port: BulkPort, ids: list[int]) -> int:
             api="v3",
             params=[{"method": DELETE, "query": {"id": i}} for i in chunk],
             # Not re-sent blindly: a lost answer is settled one by one below.
-            retry=RetryClass.UNKEYED_WRITE,
+            retry_class=RetryClass.UNKEYED_WRITE,
             budget=(("batch", 1), (DELETE, len(chunk))),
         )
         try:
