@@ -18,10 +18,10 @@ batches of list calls. A result is a double, and is deleted, when all hold:
   touched before the job had any watermark (its first item), with a
   ``createdAt`` no earlier than the job's start by the portal's clock.
 
-What it cannot see: a result with the same text by the same user created
-during the job by someone else (another process on the same webhook) looks
-exactly like a double and is deleted, unless each item carries its own ``key``
-(then the portal's replay keeps one copy and there is nothing to repair). A
+What it cannot tell apart: a result with the same text by the same user
+created on the same task during the job by another process (another import on
+the same webhook) looks exactly like a double and is deleted; nothing on the
+portal says which process wrote it. Such setups turn the pass off. A
 call the portal runs later than its request cut-off (api-facts §1), after the
 pass, is not seen; nor is a double on a task this run did not send to (an
 item an earlier run of the journal created).

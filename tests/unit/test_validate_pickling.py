@@ -52,6 +52,8 @@ def _sample(cls: type[BitrixError]) -> BitrixError:
         return cls("tasks.task.result.addFromComment", errors.ServerError("x", code="", status=500))
     if cls is errors.BulkAbortedError:
         return cls(_report(), errors.ConnectError("refused"))
+    if cls is errors.JournalError:
+        return cls("/data/import.journal", "was written for another portal", field="portal")
     if cls is errors.OAuthError:
         return cls("invalid_grant", "the refresh token expired")
     return cls("something failed")
