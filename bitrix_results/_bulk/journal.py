@@ -150,8 +150,14 @@ class Journal:
                 db.close()
             # link, not rename: a journal another process created meanwhile is
             # kept (and opened below), never replaced.
-            with contextlib.suppress(FileExistsError):
+            try:
                 os.link(tmp, self.path)
+            except FileExistsError:
+                pass
+            except OSError:
+                # A file system without hard links: move it in, unless one appeared.
+                if not self.path.exists():
+                    os.replace(tmp, self.path)
         except (OSError, sqlite3.Error) as exc:
             raise JournalError(self.path, f"cannot be created ({_reason(exc)})") from None
         finally:

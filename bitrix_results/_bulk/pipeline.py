@@ -87,7 +87,10 @@ class Job:
         self.failed = 0
         # The verification pass needs every reported id: bulk_add holds them all
         # anyway, a stream promises bounded memory and does not verify.
-        self.verify = options.get("verify", True) and where == "bulk_add"
+        verify_option = options.get("verify", True)
+        if not isinstance(verify_option, bool):
+            raise TypeError(f"verify: must be True or False, not {verify_option!r}")
+        self.verify = verify_option and where == "bulk_add"
         self.reported = Reported() if self.verify else None
         self.started_at = datetime.now(UTC).replace(microsecond=0)
         #: Items whose created outcome the journal of an earlier run gave.

@@ -154,3 +154,24 @@ async def test_a_result_id_past_64_bits_does_not_stop_the_job(tmp_path: Path) ->
 async def test_the_journal_option_must_be_a_path() -> None:
     with pytest.raises(TypeError, match="journal"):
         await bulk_add(FakePort(), ITEMS, journal=3)  # type: ignore[arg-type]
+
+
+def test_a_file_system_without_hard_links_still_gets_a_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(src: object, dst: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    journal = Journal(tmp_path / "job.journal", "job-a", ("portal.test", "c"))
+    journal.close()
+    reopened = Journal(tmp_path / "job.journal", "job-a", ("portal.test", "c"))
+    reopened.close()
+    assert reopened.job_id == "job-a"
+    # Only the journal is left: no temporary file.
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("job.journal")] == []
+
+
+async def test_the_verify_option_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match="verify"):
+        await bulk_add(FakePort(), ITEMS, verify="no")  # type: ignore[typeddict-item]
