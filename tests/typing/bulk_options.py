@@ -7,6 +7,8 @@ any of the three places that take ``BulkOptions``, the check would fail.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bitrix_results import BulkOptions, BulkProgress, NewResult, ResultsClient, sync
 from bitrix_results.bulk import bulk_add
 
@@ -20,7 +22,8 @@ def progress(p: BulkProgress) -> None:
 async def accepted(client: ResultsClient, blocking: sync.ResultsClient) -> None:
     await client.bulk_add(ITEMS, batch=False, concurrency=4, journal="j", job_id="x")
     client.bulk_add_stream(ITEMS, on_progress=progress)
-    await bulk_add(client, ITEMS, batch=True)
+    await bulk_add(client, ITEMS, batch=True, verify=False)
+    await client.bulk_add(ITEMS, journal=Path("import.journal"))
     blocking.bulk_add(ITEMS, concurrency=2, on_progress=progress)
     options: BulkOptions = {"batch": False, "journal": "import.journal"}
     await client.bulk_add(ITEMS, **options)
@@ -32,6 +35,7 @@ async def refused(client: ResultsClient, blocking: sync.ResultsClient) -> None:
     client.bulk_add_stream(ITEMS, batch="yes")  # type: ignore[arg-type]
     await bulk_add(client, ITEMS, jobid="x")  # type: ignore[call-arg]
     blocking.bulk_add(ITEMS, journal=3)  # type: ignore[arg-type]
+    await client.bulk_add(ITEMS, verify="no")  # type: ignore[arg-type]
     blocking.bulk_add_stream(ITEMS, progress=progress)  # type: ignore[call-arg]
     bad: BulkOptions = {"batched": True}  # type: ignore[typeddict-unknown-key]
     del bad
