@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint types unit bench docs clean
+.PHONY: demo test lint types unit bench docs clean redis-server
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -24,12 +24,19 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(VENV)/bin/mypy --strict bitrix_results
 
-unit: $(STAMP)
+# The Redis backend is tested on a real redis-server (tests/redis_servers.py
+# starts it); install the Debian package when it is missing. CI runs as root.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; \
+	  else sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; fi; }
+
+unit: $(STAMP) redis-server
 	$(VENV)/bin/pytest -q
 
 test: lint types unit docs
 
-bench: $(STAMP)
+bench: $(STAMP) redis-server
 	$(PY) benchmarks/bench_throughput.py
 	$(PY) benchmarks/bench_overhead.py
 	$(PY) benchmarks/bench_bulk.py
