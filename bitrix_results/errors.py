@@ -13,6 +13,7 @@
     ├── OutcomeUnknownError                   a write may or may not have executed; not retried
     ├── BulkAbortedError                      a bulk job stopped early; carries its partial report
     ├── OAuthError                            the token endpoint refused a refresh
+    ├── LimiterUnavailableError               the shared limiter (Redis) is unreachable: not sent
     └── PortalError                           the portal answered with an error code
         ├── RateLimitError                    503 QUERY_LIMIT_EXCEEDED (not executed)
         ├── OperatingLimitError               429 OPERATION_TIME_LIMIT (not executed)
@@ -52,6 +53,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidRequestError",
     "JournalError",
+    "LimiterUnavailableError",
     "NotFoundError",
     "OAuthError",
     "OperatingLimitError",
@@ -141,6 +143,24 @@ class OutcomeUnknownError(BitrixError):
         super().__init__(
             f"{method}: the outcome is unknown ({type(cause).__name__}: {cause}); "
             "check the portal before sending it again"
+        )
+
+
+class LimiterUnavailableError(BitrixError):
+    """The shared rate limiter (``RedisBackend``) could not be reached in time.
+
+    Raised before the call was sent: the request never left, so it is safe to
+    send again once the limiter is back. ``waited`` is how long the call kept
+    retrying Redis; ``cause`` names what failed (the Redis client's exception,
+    which carries no credential).
+    """
+
+    def __init__(self, cause: BaseException, *, waited: float) -> None:
+        self.cause = cause
+        self.waited = waited
+        super().__init__(
+            f"the shared rate limiter (Redis) is unavailable after {waited:.1f} s "
+            f"({type(cause).__name__}); the call was not sent"
         )
 
 

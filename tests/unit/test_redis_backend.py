@@ -1,4 +1,8 @@
-"""RedisBackend on fakeredis: one bucket and one budget across processes (SPEC §2.5)."""
+"""RedisBackend on fakeredis and virtual time: the pacing logic across processes (design §2.5).
+
+Pure logic on a virtual clock; what needs a real server (its clock, failures,
+pub/sub, Cluster, worker processes) is in tests/integration/test_redis_*.py.
+"""
 
 from __future__ import annotations
 
@@ -27,17 +31,17 @@ from scheduler_fakes import (
     script,
 )
 
-from bitrix_results._bound import ideal_finish_time
 from bitrix_results._scheduler import (
     BucketConfig,
     BudgetRules,
     Limits,
     RedisBackend,
     Scheduler,
+    ideal_finish_time,
 )
 from bitrix_results._scheduler.budget import Admission, Settlement
+from bitrix_results._scheduler.virtual_time import DEFAULT_EPOCH, VirtualClock, run
 from bitrix_results.models import ResponseTime
-from bitrix_results.testing.virtual_time import DEFAULT_EPOCH, VirtualClock, run
 
 STANDARD = Limits.standard()
 T = TypeVar("T")
@@ -170,7 +174,7 @@ def test_budget_state_is_shared_across_backends() -> None:
         await first.execute(make_call(), transport)
         rules = BudgetRules.from_limits(STANDARD)
         key = ("cred-1", ADD)
-        admission = await found[1].admit("other-process", [(key, 3)], rules, clock)
+        admission = await found[1].try_admit("other-process", [(key, 3)], rules, clock)
         assert admission.admitted
         stats = found[1].budget_statistics(key)
         assert stats is not None
@@ -186,21 +190,23 @@ def test_a_dead_process_flights_expire_with_their_lease() -> None:
         key = ("cred-1", ADD)
         # Learn the key, then admit a call that is never settled (the process died).
         for ticket in ("a", "b"):
-            assert (await found[0].admit(ticket, [(key, 1)], rules, clock)).admitted
+            assert (await found[0].try_admit(ticket, [(key, 1)], rules, clock)).admitted
             replied = _replied(float(ord(ticket)), DEFAULT_EPOCH + 600.5)
             await found[0].settle(ticket, [(key, 1)], replied, rules, clock)
-        assert (await found[0].admit("dead", [(key, 7)], rules, clock)).admitted
-        assert (await found[1].admit("x", [(key, 1)], rules, clock)).admitted
+        assert (await found[0].try_admit("dead", [(key, 7)], rules, clock)).admitted
+        # The process dies: its heartbeat stops renewing "dead".
+        await found[0].aclose()
+        assert (await found[1].try_admit("x", [(key, 1)], rules, clock)).admitted
         during = found[1].budget_statistics(key)
         await asyncio.sleep(31)
-        assert (await found[1].admit("y", [(key, 1)], rules, clock)).admitted
+        assert (await found[1].try_admit("y", [(key, 1)], rules, clock)).admitted
         after = found[1].budget_statistics(key)
         assert during is not None
         assert after is not None
         return during.in_flight_units, after.in_flight_units
 
-    # "x" (1) stays: its lease of 30 s expired too, in this virtual half-minute.
-    assert with_backends(2, body, lease=30.0) == (8, 1)
+    # "x" stays: its process is alive and its heartbeat renewed it; "y" joins it.
+    assert with_backends(2, body, lease=30.0) == (8, 2)
 
 
 def test_contended_transactions_stay_consistent() -> None:
@@ -208,18 +214,18 @@ def test_contended_transactions_stay_consistent() -> None:
         clock = VirtualClock()
         rules = BudgetRules.from_limits(STANDARD)
         key = ("cred-1", ADD)
-        assert (await found[0].admit("first", [(key, 1)], rules, clock)).admitted
+        assert (await found[0].try_admit("first", [(key, 1)], rules, clock)).admitted
         await found[0].settle("first", [(key, 1)], _replied(None, None), rules, clock)
 
         async def one(i: int) -> None:
             backend = found[i % len(found)]
             ticket = f"t{i}"
-            assert (await backend.admit(ticket, [(key, 1)], rules, clock)).admitted
+            assert (await backend.try_admit(ticket, [(key, 1)], rules, clock)).admitted
             await asyncio.sleep(0)
             await backend.settle(ticket, [(key, 1)], _replied(None, None), rules, clock)
 
         await asyncio.gather(*(one(i) for i in range(60)))
-        await found[0].admit("last", [(key, 1)], rules, clock)
+        await found[0].try_admit("last", [(key, 1)], rules, clock)
         stats = found[0].budget_statistics(key)
         assert stats is not None
         return stats.in_flight_units
@@ -227,19 +233,14 @@ def test_contended_transactions_stay_consistent() -> None:
     assert with_backends(3, body) == 1  # only "last"
 
 
-def test_redis_wait_sleeps_to_a_hold_but_polls_for_changes() -> None:
-    async def body(found: list[RedisBackend]) -> tuple[float, float]:
+def test_redis_wait_sleeps_to_a_hold_without_polling() -> None:
+    async def body(found: list[RedisBackend]) -> float:
         clock = VirtualClock()
         start = now()
         await found[0].wait_budget(Admission(False, clock.time() + 30, on_change=False), clock)
-        held = now() - start
-        start = now()
-        await found[0].wait_budget(Admission(False, clock.time() + 30, on_change=True), clock)
-        return held, now() - start
+        return now() - start
 
-    held, polled = with_backends(1, body, poll_interval=0.25)
-    assert held == pytest.approx(30.0)
-    assert polled == pytest.approx(0.25)
+    assert with_backends(1, body) == pytest.approx(30.0)
 
 
 def test_operating_bound_run_across_two_processes() -> None:
@@ -290,7 +291,9 @@ def test_works_with_decoded_responses_and_names_its_keys() -> None:
         finally:
             await client.aclose()
 
-    assert run(main()) == ["app:bucket:portal.example", f"app:budget:{{cred-1}}:{ADD}"]
+    # Hash tags: a portal's bucket in one slot, a credential's budget keys in one
+    # (the flights hash is gone: nothing is in flight).
+    assert run(main()) == [f"app:{{c:cred-1}}:budget:{ADD}", "app:{p:portal.example}:bucket"]
 
 
 def test_backend_validates_its_arguments() -> None:
@@ -299,8 +302,16 @@ def test_backend_validates_its_arguments() -> None:
         RedisBackend(client, prefix="")
     with pytest.raises(ValueError, match="lease"):
         RedisBackend(client, lease=0)
-    with pytest.raises(ValueError, match="poll_interval"):
-        RedisBackend(client, poll_interval=0)
+    with pytest.raises(ValueError, match="prefix"):
+        RedisBackend(client, prefix="a{b}")
+    with pytest.raises(ValueError, match="egress"):
+        RedisBackend(client, egress="")
+    with pytest.raises(ValueError, match="unavailable_wait"):
+        RedisBackend(client, unavailable_wait=-1)
+    with pytest.raises(ValueError, match="command_timeout"):
+        RedisBackend(client, command_timeout=0)
+    with pytest.raises(ValueError, match="fallback_share"):
+        RedisBackend(client, fallback_share=1.5)
     assert "bitrix_results" in repr(RedisBackend(client))
 
 

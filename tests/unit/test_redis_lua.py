@@ -1,0 +1,183 @@
+"""The Redis backend's budget scripts decide exactly as ``budget.py`` does.
+
+The Lua scripts are a port of the pure functions (``_redis_lua.py``). Here
+both run the same random sequences of admissions, replies, 429s, failures,
+replays and clock jumps (past holds, resets and leases) on a real
+``redis-server``; every admission and every statistic must agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import Iterator
+
+import pytest
+from redis.asyncio import Redis
+from redis_servers import RedisServer
+
+from bitrix_results._scheduler import BudgetRules, RedisBackend
+from bitrix_results._scheduler.budget import (
+    BudgetKey,
+    KeyState,
+    Settlement,
+    settle,
+    statistics_of,
+    try_admit,
+)
+from bitrix_results.models import ResponseTime
+
+EPOCH = 1_800_000_000.0
+LEASE = 30.0
+BATCH: BudgetKey = ("cred", "batch")
+ADD: BudgetKey = ("cred", "tasks.task.result.add")
+
+
+class StepClock:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = EPOCH
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(0)
+
+
+class Portal:
+    """Random but plausible time blocks: totals that grow, baskets that expire."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.total = 0.0
+        self.reset = EPOCH + 600 + rng.choice([0.0, 0.5])
+        self.history: list[tuple[float, float]] = []
+
+    def reply(self, now: float, units: int) -> ResponseTime:
+        rng = self.rng
+        if now > self.reset:
+            # The oldest basket expired: the total drops, the reset moves on.
+            self.total = max(0.0, self.total - rng.uniform(50, 200))
+            self.reset = now + rng.uniform(30, 600)
+            if rng.random() < 0.5:
+                self.reset = math.floor(self.reset)
+        self.total += units * rng.uniform(5, 40)
+        self.history.append((self.total, self.reset))
+        if rng.random() < 0.15 and len(self.history) > 2:
+            # A reply overtaken by a later one: an older (total, reset).
+            total, reset = rng.choice(self.history[:-1])
+        else:
+            total, reset = self.total, self.reset
+        start = now - rng.uniform(0.01, 2)
+        return ResponseTime(
+            start=None if rng.random() < 0.1 else start,
+            finish=now,
+            operating=total,
+            operating_reset_at=None if rng.random() < 0.05 else reset,
+        )
+
+
+def scenario(seed: int) -> Iterator[tuple[str, object]]:
+    rng = random.Random(seed)
+    portal = Portal(rng)
+    in_flight: list[tuple[str, tuple[tuple[BudgetKey, int], ...]]] = []
+    tracked = rng.random() < 0.9
+    for step in range(160):
+        roll = rng.random()
+        if roll < 0.45 or not in_flight:
+            units = rng.randint(1, 3)
+            if rng.random() < 0.3:
+                keys: tuple[tuple[BudgetKey, int], ...] = ((BATCH, 1), (ADD, units))
+            else:
+                keys = ((ADD, units),)
+            ticket = f"t{step}"
+            yield "admit", (ticket, keys)
+            in_flight.append((ticket, keys))
+        elif roll < 0.85:
+            ticket, keys = in_flight.pop(rng.randrange(len(in_flight)))
+            kind = rng.random()
+            if kind < 0.7:
+                now = yield "now", None
+                assert isinstance(now, float)
+                time = portal.reply(now, sum(units for _, units in keys)) if tracked else None
+                settlement = Settlement("replied", time, replayed=rng.random() < 0.05)
+            elif kind < 0.85:
+                settlement = Settlement("operating_limit")
+            else:
+                settlement = Settlement("failed")
+            yield "settle", (ticket, keys, settlement)
+        else:
+            yield "advance", rng.choice([0.5, 3.0, 20.0, 61.0, 200.0])
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> Redis:
+    return Redis.from_url(redis_server.url)
+
+
+@pytest.mark.parametrize("seed", range(30))
+async def test_lua_budget_matches_budget_py(client: Redis, seed: int) -> None:
+    rules = BudgetRules(limit=480.0, window=600.0)
+    clock = StepClock()
+    backend = RedisBackend(client, server_time=False, lease=LEASE)
+    states: dict[BudgetKey, KeyState] = {BATCH: KeyState(), ADD: KeyState()}
+    steps = scenario(seed)
+    admitted = 0
+    try:
+        event, arg = next(steps)
+        while True:
+            if event == "now":
+                event, arg = steps.send(clock.now)
+                continue
+            if event == "admit":
+                ticket, keys = arg  # type: ignore[misc]
+                expected = try_admit(states, ticket, keys, rules, clock.now, lease=LEASE)
+                got = await backend.try_admit(ticket, keys, rules, clock)
+                assert (got.admitted, got.on_change, got.blocked_by) == (
+                    expected.admitted,
+                    expected.on_change,
+                    expected.blocked_by,
+                )
+                assert got.retry_at == pytest.approx(expected.retry_at)
+                admitted += got.admitted
+                for key, _ in keys:
+                    assert backend.budget_statistics(key) == _approx(
+                        statistics_of(key, states[key])
+                    )
+            elif event == "settle":
+                ticket, keys, settlement = arg  # type: ignore[misc]
+                settle(states, ticket, keys, settlement, rules, clock.now)
+                await backend.settle(ticket, keys, settlement, rules, clock)
+                for key, _ in keys:
+                    assert backend.budget_statistics(key) == _approx(
+                        statistics_of(key, states[key])
+                    )
+            else:
+                clock.now += arg  # type: ignore[operator]
+            event, arg = next(steps)
+    except StopIteration:
+        pass
+    finally:
+        await backend.aclose()
+        await client.aclose()
+    # The sequences do exercise both outcomes.
+    assert admitted > 0
+
+
+def _fields(stats: object) -> dict[str, object]:
+    return {name: getattr(stats, name) for name in stats.__slots__}  # type: ignore[attr-defined]
+
+
+def _approx(stats: object) -> object:
+    return stats.__class__(  # type: ignore[call-arg]
+        **{
+            name: pytest.approx(value) if isinstance(value, float) else value
+            for name, value in _fields(stats).items()
+        }
+    )
