@@ -385,9 +385,11 @@ class RedisBackend:
                 # Not a connection problem (permissions, out of memory, a
                 # wrong key type): waiting will not help.
                 raise _Unavailable(exc, loop.time() - start) from exc
-            if loop.time() + delay > deadline:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
                 raise _Unavailable(failure, loop.time() - start) from failure
-            await asyncio.sleep(delay)
+            # The last attempt comes at the deadline, so the whole wait is used.
+            await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, _MAX_DELAY)
 
     def _now_arg(self, clock: Clock) -> str:
@@ -418,6 +420,9 @@ class RedisBackend:
     def _enter_fallback(self, state: _Loop, exc: _Unavailable) -> MemoryBackend:
         """Redis is unreachable and the user chose to go on locally: do, until it is back."""
         if self._fallback_backend is None:
+            # Fail closed. The callers waiting for a change would wait for a
+            # settle that cannot come: let them look again, and fail alike.
+            state.wakeups.wake_all()
             raise LimiterUnavailableError(exc.cause, waited=exc.waited) from exc.cause
         if not state.fallback:
             state.fallback = True
@@ -819,6 +824,8 @@ class RedisBackend:
                 raise
             except Exception as exc:  # any failure: reconnect
                 logger.debug("redis backend: wake-up channel lost (%s)", type(exc).__name__)
+                # Waiting for a notification that may never come: look again.
+                state.wakeups.wake_heads()
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_DELAY)
 
