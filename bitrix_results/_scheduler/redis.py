@@ -204,6 +204,8 @@ class _Loop:
         self.failing = False
         #: The clock of the calls in flight (the heartbeat's, without server time).
         self.clock: Clock | None = None
+        #: The lease last used: how long a dead process's flight can block a key.
+        self.lease = MAX_LEASE
 
     def tasks(self) -> list[asyncio.Task[None]]:
         return [t for t in (self.listener, self.beater, self.prober) if t is not None]
@@ -623,7 +625,7 @@ class RedisBackend:
         state = self._state()
         if state.fallback:
             return await self._admit_locally(state, ticket, keys, rules, clock, woken_by)
-        lease = self._lease_for(rules)
+        lease = state.lease = self._lease_for(rules)
         names = self._script_keys(state, keys)
         args = [
             self._now_arg(clock),
@@ -842,7 +844,7 @@ class RedisBackend:
         while True:
             # A waiter whose key's holder died is woken by no settle: look
             # again once a lease (the longest a dead process's flight counts).
-            recheck = self._lease if self._lease is not None else MAX_LEASE
+            recheck = state.lease
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=recheck)
             if message is None:
                 state.wakeups.wake_heads()
