@@ -25,11 +25,27 @@ __all__ = ["RedisCluster", "RedisServer", "free_port"]
 _START_TIMEOUT = 15.0
 
 
-def free_port() -> int:
+def free_port(*, cluster: bool = False) -> int:
+    """A free 127.0.0.1 port; for a cluster node, one whose bus port (+10000) is free too."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if not cluster:
+            return port
+        # Redis puts a node's cluster bus 10000 ports above it, so at most 55535.
+        if port <= 55535 and _is_free(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
+def _is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _binary(name: str) -> str:
@@ -58,9 +74,16 @@ def _command(port: int, line: Sequence[str], timeout: float = 2.0) -> bytes:
 class RedisServer:
     """One ``redis-server`` process; :meth:`start` again after :meth:`kill` to restart it."""
 
-    def __init__(self, directory: Path, *, port: int | None = None, args: Sequence[str] = ()):
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        port: int | None = None,
+        args: Sequence[str] = (),
+        cluster: bool = False,
+    ):
         self.directory = directory
-        self.port = port if port is not None else free_port()
+        self.port = port if port is not None else free_port(cluster=cluster)
         self.args = list(args)
         self.process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
@@ -154,6 +177,7 @@ class RedisCluster:
         self.servers = [
             RedisServer(
                 directory / f"node{i}",
+                cluster=True,
                 args=[
                     "--cluster-enabled",
                     "yes",
@@ -175,8 +199,12 @@ class RedisCluster:
         return [server.port for server in self.servers]
 
     def start(self) -> RedisCluster:
-        for server in self.servers:
-            server.start()
+        try:
+            for server in self.servers:
+                server.start()
+        except BaseException:
+            self.stop()
+            raise
         result = subprocess.run(
             [
                 _binary("redis-cli"),

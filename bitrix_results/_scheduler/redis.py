@@ -48,6 +48,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import threading
 import uuid
 import weakref
 from collections import deque
@@ -295,6 +296,7 @@ class RedisBackend:
             weakref.WeakKeyDictionary()
         )
         self._closed = False
+        self._lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, *, cluster: bool = False, **options: Any) -> RedisBackend:
@@ -346,6 +348,13 @@ class RedisBackend:
 
     def _state(self) -> _Loop:
         loop = asyncio.get_running_loop()
+        state = self._loops.get(loop)
+        if state is None:
+            with self._lock:  # loops in other threads may ask at the same time
+                return self._new_state(loop)
+        return state
+
+    def _new_state(self, loop: asyncio.AbstractEventLoop) -> _Loop:
         state = self._loops.get(loop)
         if state is None:
             if self._closed:

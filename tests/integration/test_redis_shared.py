@@ -1,0 +1,87 @@
+"""RedisBackend on a real redis-server and a real 3-node Redis Cluster.
+
+One portal's keys share a hash slot, so every script is legal on a cluster;
+one backend serves several event loops (a client per loop); ``from_url`` owns
+and closes its clients; waiting callers are woken by another process's settle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis_servers import RedisCluster, RedisServer
+
+from bitrix_results import RedisBackend, Scheduler
+from bitrix_results._scheduler import BudgetRules, Limits, SystemClock
+from bitrix_results.testing import RunningPortal
+
+from .conftest import FAST_RETRY, client_for, headroom_for, limits_of
+
+pytestmark = pytest.mark.slow
+
+
+def scheduler_for(running: RunningPortal, backend: RedisBackend) -> Scheduler:
+    config = running.portal.config
+    return Scheduler(
+        limits_of(config), backend=backend, headroom=headroom_for(config), retry=FAST_RETRY
+    )
+
+
+async def test_adds_and_batches_on_a_three_node_cluster(
+    make_fake_portal, redis_cluster: RedisCluster
+):
+    running = make_fake_portal(scale=20)
+    backend = RedisBackend.from_url(redis_cluster.url, cluster=True)
+    async with backend, client_for(running, scheduler=scheduler_for(running, backend)) as client:
+        await asyncio.gather(*(client.add(1 + i % 50, f"c{i}") for i in range(60)))
+        stats = client.statistics()
+    portal = running.portal.stats()
+    assert portal.results_created == 60
+    assert portal.rate_limited == portal.operating_limited == 0
+    # The state is really in the cluster (learned from the scripts' replies).
+    assert stats.budgets
+    assert all(b.operating is not None for b in stats.budgets.values())
+
+
+async def test_a_waiter_is_woken_by_another_processes_settle(redis_server: RedisServer):
+    rules = BudgetRules.from_limits(Limits.standard())
+    key = ("cred", "tasks.task.result.add")
+    clock = SystemClock()
+    async with (
+        RedisBackend.from_url(redis_server.url) as first,
+        RedisBackend.from_url(redis_server.url) as second,
+    ):
+        # Nothing is known of the key: one call at a time (the probe).
+        assert (await first.try_admit("probe", [(key, 1)], rules, clock)).admitted
+        refused = await second.try_admit("next", [(key, 1)], rules, clock)
+        assert not refused.admitted
+        assert refused.on_change
+        # The first wait subscribes and returns at once to look again.
+        assert await second.wait_budget(refused, clock) is None
+        refused = await second.try_admit("next", [(key, 1)], rules, clock)
+        waiting = asyncio.ensure_future(second.wait_budget(refused, clock))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        from bitrix_results._scheduler.budget import Settlement
+
+        await first.settle("probe", [(key, 1)], Settlement("failed"), rules, clock)
+        # Woken by the notification, well before the lease-long re-check.
+        assert await asyncio.wait_for(waiting, 2.0) == key
+
+
+async def test_egress_addresses_get_separate_buckets(redis_server: RedisServer):
+    from bitrix_results._scheduler import BucketConfig
+
+    config = BucketConfig(capacity=2, drain_per_second=1.0)
+    clock = SystemClock()
+    async with (
+        RedisBackend.from_url(redis_server.url, egress="10.0.0.1") as one,
+        RedisBackend.from_url(redis_server.url, egress="10.0.0.2") as two,
+    ):
+        for backend in (one, two):
+            for _ in range(2):
+                assert (await backend.reserve("portal.example", config, clock)).waited == 0.0
+        stats = one.bucket_statistics("portal.example")
+    assert stats is not None
+    assert stats.level == pytest.approx(2.0, abs=0.1)
