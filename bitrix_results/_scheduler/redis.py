@@ -52,7 +52,7 @@ import threading
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import LimiterUnavailableError
@@ -207,6 +207,12 @@ class _Loop:
         self.clock: Clock | None = None
         #: The lease last used: how long a dead process's flight can block a key.
         self.lease = MAX_LEASE
+        self.keeper: AsyncIterator[None] | None = None
+        self.starter: asyncio.Future[None] | None = None
+        self.closed = False
+        #: Whether the client is set up (a cluster client maps its slots first).
+        self.ready = False
+        self.setting_up = asyncio.Lock()
 
     def tasks(self) -> list[asyncio.Task[None]]:
         return [t for t in (self.listener, self.beater, self.prober) if t is not None]
@@ -276,6 +282,8 @@ class RedisBackend:
         if fallback_share is not None and not 0 < fallback_share <= 1:
             raise ValueError(f"fallback_share: must be in (0, 1], got {fallback_share!r}")
         self._given: Redis | None = redis
+        #: What other loops' clients are cloned from (connection settings only).
+        self._template = redis
         self._owns_given = False
         self._factory: Callable[[], Redis] | None = None
         self._prefix = prefix
@@ -334,9 +342,9 @@ class RedisBackend:
         current = _running_loop()
         for loop, state in list(self._loops.items()):
             if loop is current:
-                await _close_state(state)
+                await _finish(state)
             elif loop.is_running():
-                future = asyncio.run_coroutine_threadsafe(_close_state(state), loop)
+                future = asyncio.run_coroutine_threadsafe(_finish(state), loop)
                 try:
                     await asyncio.wait_for(asyncio.wrap_future(future), 5.0)
                 except (TimeoutError, RuntimeError, OSError):
@@ -366,18 +374,18 @@ class RedisBackend:
             elif self._factory is not None:
                 state = _Loop(self._factory(), owned=True)
             else:
-                state = _Loop(self._clone(), owned=True)
+                state = _Loop(_clone(self._template), owned=True)
             self._loops[loop] = state
+            # An async generator parked on this loop: when the loop shuts down
+            # (asyncio.run's shutdown_asyncgens), its finally closes this loop's
+            # client, before the loop closes and would leave the sockets open.
+            state.keeper = _keeper(state)
+            state.starter = asyncio.ensure_future(_first_step(state.keeper))
         return state
-
-    def _clone(self) -> Redis:
-        """A new client like the one passed in, for another event loop."""
-        template = next(iter(self._loops.values())).client
-        return _clone(template)
 
     # -- talking to Redis -------------------------------------------------------------
 
-    async def _call(self, make: Callable[[], Awaitable[T]], *, patient: bool) -> T:
+    async def _call(self, state: _Loop, make: Callable[[], Awaitable[T]], *, patient: bool) -> T:
         """One Redis operation: retried on connection errors while ``patient``."""
         from redis.exceptions import RedisError
 
@@ -389,6 +397,8 @@ class RedisBackend:
         while True:
             try:
                 async with asyncio.timeout(self._command_timeout):
+                    if not state.ready:
+                        await _ready(state)
                     return await make()
             except retryable as exc:
                 failure: BaseException = exc
@@ -454,7 +464,7 @@ class RedisBackend:
         while state.fallback:
             await asyncio.sleep(_MAX_DELAY)
             try:
-                await self._call(state.client.ping, patient=False)
+                await self._call(state, state.client.ping, patient=False)
             except _Unavailable:
                 continue
             state.fallback = False
@@ -492,7 +502,7 @@ class RedisBackend:
             "1" if alive else "0",
         ]
         reply: list[Any] = await self._call(
-            lambda: state.bucket(keys=[self._bucket_key(portal)], args=args), patient=patient
+            state, lambda: state.bucket(keys=[self._bucket_key(portal)], args=args), patient=patient
         )
         wait, level, rate, at = (float(_text(value)) for value in reply[:4])
         if _text(reply[4]) == "1":
@@ -647,7 +657,7 @@ class RedisBackend:
         ]
         try:
             reply: list[Any] = await self._call(
-                lambda: state.admit(keys=names, args=args), patient=True
+                state, lambda: state.admit(keys=names, args=args), patient=True
             )
         except _Unavailable as exc:
             self._enter_fallback(state, exc)
@@ -761,7 +771,7 @@ class RedisBackend:
         try:
             # Once, not patiently: the reply is waiting to be returned.
             reply: list[Any] = await self._call(
-                lambda: state.settle(keys=names, args=args), patient=False
+                state, lambda: state.settle(keys=names, args=args), patient=False
             )
         except _Unavailable as exc:
             self._failed_after_reply(state, "a call's outcome", exc)
@@ -806,7 +816,7 @@ class RedisBackend:
         now = "" if self._server_time or clock is None else repr(clock.time())
         args = [now, repr(lease), *tickets]
         try:
-            await self._call(lambda: state.heartbeat(keys=keys, args=args), patient=False)
+            await self._call(state, lambda: state.heartbeat(keys=keys, args=args), patient=False)
         except _Unavailable:
             logger.debug("redis backend: a heartbeat failed; retried next beat")
 
@@ -912,7 +922,46 @@ async def _pubsub_client(state: _Loop) -> Any:
     return state.node_client
 
 
+async def _ready(state: _Loop) -> None:
+    """Set a cluster client up once, before any command.
+
+    redis-py's cluster client maps the slots on first use; many first commands
+    at once each start that mapping and break each other's connections.
+    """
+    from redis.asyncio.cluster import RedisCluster
+
+    async with state.setting_up:
+        if not state.ready:
+            client: Any = state.client
+            if isinstance(client, RedisCluster):
+                await client.initialize()
+            state.ready = True
+
+
+async def _keeper(state: _Loop) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        await _close_state(state)
+
+
+async def _first_step(keeper: AsyncIterator[None]) -> None:
+    with contextlib.suppress(StopAsyncIteration):
+        await keeper.__anext__()
+
+
+async def _finish(state: _Loop) -> None:
+    """Close one loop's state from that loop (and retire its keeper)."""
+    keeper: Any = state.keeper
+    if keeper is not None:
+        await _quietly(keeper.aclose())
+    await _close_state(state)
+
+
 async def _close_state(state: _Loop) -> None:
+    if state.closed:
+        return
+    state.closed = True
     for task in state.tasks():
         task.cancel()
     for task in state.tasks():

@@ -8,6 +8,7 @@ and closes its clients; waiting callers are woken by another process's settle.
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 from redis_servers import RedisCluster, RedisServer
@@ -42,6 +43,31 @@ async def test_adds_and_batches_on_a_three_node_cluster(
     # The state is really in the cluster (learned from the scripts' replies).
     assert stats.budgets
     assert all(b.operating is not None for b in stats.budgets.values())
+
+
+async def test_one_backend_serves_two_event_loops(make_fake_portal, redis_server: RedisServer):
+    running = make_fake_portal(scale=20)
+    backend = RedisBackend.from_url(redis_server.url)
+    errors: list[BaseException] = []
+
+    async def job(prefix: str) -> None:
+        async with client_for(running, scheduler=scheduler_for(running, backend)) as client:
+            await asyncio.gather(*(client.add(1, f"{prefix}{i}") for i in range(20)))
+
+    def thread_main() -> None:
+        try:
+            asyncio.run(job("t"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=thread_main)
+    thread.start()
+    await job("m")
+    await asyncio.to_thread(thread.join)
+    await backend.aclose()
+    assert errors == []
+    assert running.portal.stats().results_created == 40
+    assert running.portal.stats().rate_limited == 0
 
 
 async def test_a_waiter_is_woken_by_another_processes_settle(redis_server: RedisServer):
