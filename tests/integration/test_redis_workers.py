@@ -1,0 +1,131 @@
+"""Worker *processes* sharing one RedisBackend against one fake portal (design §2.5).
+
+Each worker is a separate Python process (``redis_worker.py``) with its own
+scheduler; only Redis connects them. The portal is served from this process
+on 127.0.0.1 and compressed in time, so the whole job takes seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from redis_servers import RedisServer
+
+from bitrix_results.testing import RunningPortal
+
+from .conftest import headroom_for, limits_of
+
+pytestmark = pytest.mark.slow
+
+WORKER = Path(__file__).with_name("redis_worker.py")
+Factory = Callable[[], RedisServer]
+
+
+def start_workers(
+    running: RunningPortal, server: RedisServer, workers: int, count: int, **options: object
+) -> list[subprocess.Popen[str]]:
+    config = running.portal.config
+    limits = limits_of(config)
+    base = {
+        "webhook": running.webhook_url,
+        "redis": server.url,
+        "count": count,
+        "headroom": headroom_for(config),
+        "limits": {
+            "burst": limits.burst,
+            "drain_per_second": limits.drain_per_second,
+            "operating_limit": limits.operating_limit,
+            "operating_window": limits.operating_window,
+        },
+        **options,
+    }
+    return [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), json.dumps({**base, "prefix": f"w{n}"})],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(workers)
+    ]
+
+
+async def results_of(processes: list[subprocess.Popen[str]]) -> list[dict[str, object]]:
+    def wait(process: subprocess.Popen[str]) -> dict[str, object]:
+        try:
+            out, err = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+        assert process.returncode == 0, err[-3000:]
+        report: dict[str, object] = json.loads(out)
+        return report
+
+    return list(await asyncio.gather(*(asyncio.to_thread(wait, p) for p in processes)))
+
+
+async def wait_for_created(running: RunningPortal, count: int) -> None:
+    while len(running.portal.ledger.created) < count:
+        await asyncio.sleep(0.01)
+
+
+def check(running: RunningPortal, reports: list[dict[str, object]]) -> Counter[str]:
+    """No phantom failures, nothing lost, nothing twice; returns the errors by class."""
+    outcomes = [o for r in reports for o in r["outcomes"]]  # type: ignore[attr-defined]
+    created = {o["text"]: o["id"] for o in outcomes if "id" in o}
+    on_portal = Counter(r.text for r in running.portal.ledger.created)
+    # Every result the portal created was reported created, by its id.
+    assert set(on_portal) == set(created)
+    assert all(n == 1 for n in on_portal.values())
+    assert {r.id for r in running.portal.ledger.created} == set(created.values())
+    return Counter(o["error"] for o in outcomes if "error" in o)
+
+
+async def test_four_workers_share_one_bucket(make_fake_portal, redis_server: RedisServer):
+    running = make_fake_portal(scale=100)
+    reports = await results_of(start_workers(running, redis_server, workers=4, count=300))
+    errors = check(running, reports)
+    stats = running.portal.stats()
+    assert errors == Counter()
+    assert stats.results_created == 1200
+    assert stats.rate_limited == 0
+    assert stats.operating_limited == 0
+    assert running.portal.ledger.duplicates() == 0
+
+
+async def test_redis_killed_mid_run_no_phantom_failures(make_fake_portal, redis_factory: Factory):
+    server = redis_factory()
+    running = make_fake_portal(scale=100)
+    workers = start_workers(running, server, workers=4, count=300, unavailable_wait=0.5)
+    await wait_for_created(running, 300)
+    server.kill()
+    reports = await results_of(workers)
+    errors = check(running, reports)
+    # The calls that could not be paced failed with the typed error only.
+    assert set(errors) == {"LimiterUnavailableError"}
+    assert running.portal.stats().results_created + sum(errors.values()) == 1200
+
+
+async def test_redis_restarted_the_job_completes(make_fake_portal, redis_factory: Factory):
+    server = redis_factory()
+    running = make_fake_portal(scale=100)
+    workers = start_workers(running, server, workers=4, count=300, unavailable_wait=15.0)
+    await wait_for_created(running, 300)
+    server.kill()
+    await asyncio.sleep(1.0)
+    server.start()  # the same port, empty (no persistence)
+    reports = await results_of(workers)
+    errors = check(running, reports)
+    stats = running.portal.stats()
+    assert errors == Counter()
+    assert stats.results_created == 1200
+    assert running.portal.ledger.duplicates() == 0
+    # The lost bucket was recreated full: no burst after the restart.
+    assert stats.rate_limited == 0
