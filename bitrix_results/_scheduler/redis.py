@@ -130,9 +130,6 @@ class _Wakeups:
                 if not waiter.done():
                     waiter.set_result(key)
 
-    def waiting(self) -> bool:
-        return any(any(not w.done() for w in queue) for queue in self.queues.values())
-
     async def wait(
         self, keys: Sequence[BudgetKey], seconds: float, clock: Clock
     ) -> BudgetKey | None:

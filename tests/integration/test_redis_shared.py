@@ -111,3 +111,30 @@ async def test_egress_addresses_get_separate_buckets(redis_server: RedisServer):
         stats = one.bucket_statistics("portal.example")
     assert stats is not None
     assert stats.level == pytest.approx(2.0, abs=0.1)
+
+
+async def test_a_dead_workers_probe_blocks_others_for_one_lease(redis_server: RedisServer):
+    from bitrix_results._scheduler.budget import Settlement
+
+    rules = BudgetRules.from_limits(Limits.standard())
+    key = ("cred", "tasks.task.result.add")
+    clock = SystemClock()
+    lease = 0.5
+    dead = RedisBackend.from_url(redis_server.url, lease=lease)
+    async with RedisBackend.from_url(redis_server.url, lease=lease) as alive:
+        # The dead worker holds the key's one probe, then dies without settling
+        # (its heartbeat stops with it).
+        assert (await dead.try_admit("probe", [(key, 1)], rules, clock)).admitted
+        await asyncio.sleep(lease * 2)  # renewed by the heartbeat meanwhile
+        refused = await alive.try_admit("next", [(key, 1)], rules, clock)
+        assert not refused.admitted
+        await dead.aclose()
+        loop = asyncio.get_running_loop()
+        died = loop.time()
+        admission = refused
+        while not admission.admitted:
+            await asyncio.wait_for(alive.wait_budget(admission, clock), lease * 10)
+            admission = await alive.try_admit("next", [(key, 1)], rules, clock)
+        # Admitted once the dead worker's lease ran out, not after a long fixed lease.
+        assert loop.time() - died < lease * 10
+        await alive.settle("next", [(key, 1)], Settlement("failed"), rules, clock)
