@@ -40,6 +40,7 @@ bench: $(STAMP) redis-server
 	$(PY) benchmarks/bench_throughput.py
 	$(PY) benchmarks/bench_overhead.py
 	$(PY) benchmarks/bench_bulk.py
+	$(PY) benchmarks/bench_scaleout.py
 
 # The site, into site/. --strict: a broken link or a stale reference fails the build.
 docs: $(STAMP)
