@@ -40,7 +40,7 @@ from _common import (
 )
 
 from bitrix_results import Limits
-from bitrix_results._scheduler.bound import ideal_finish_time
+from bitrix_results._bound import ideal_finish_time
 from bitrix_results.testing import PortalConfig
 
 # The tests' redis-server helper (starts and stops a server by PID).

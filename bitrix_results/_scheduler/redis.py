@@ -520,6 +520,36 @@ class RedisBackend:
         )
         return wait, at
 
+    # Every step is a round trip: each ``_now`` form declines (Backend's "try
+    # now, else await"), and the scheduler awaits the async form.
+
+    def reserve_now(self, portal: str, config: BucketConfig) -> None:
+        return None
+
+    def succeeded_now(self, portal: str, config: BucketConfig) -> bool:
+        return False
+
+    def admit_now(
+        self,
+        ticket: str,
+        keys: Sequence[tuple[BudgetKey, int]],
+        rules: BudgetRules,
+        clock: Clock,
+        *,
+        woken_by: BudgetKey | None = None,
+    ) -> None:
+        return None
+
+    def settle_now(
+        self,
+        ticket: str,
+        keys: Sequence[tuple[BudgetKey, int]],
+        settlement: Settlement,
+        rules: BudgetRules,
+        clock: Clock,
+    ) -> bool:
+        return False
+
     async def reserve(self, portal: str, config: BucketConfig, clock: Clock) -> Reservation:
         state = self._state()
         if not state.fallback:
@@ -533,7 +563,9 @@ class RedisBackend:
                 # The slot is ours already; we only wait for our turn to use it.
                 await clock.sleep(wait)
                 stats = self._buckets[portal]
-                return Reservation(waited=wait, ticket=at, drain_per_second=stats.drain_per_second)
+                return Reservation(
+                    waited=wait, reserved_at=at, drain_per_second=stats.drain_per_second
+                )
         else:
             local = self._require_fallback()
         return await local.reserve(portal, self._local_config(config), clock)
@@ -549,7 +581,13 @@ class RedisBackend:
             return
         try:
             await self._bucket_op(
-                state, "limited", portal, config, clock, ticket=reservation.ticket, patient=False
+                state,
+                "limited",
+                portal,
+                config,
+                clock,
+                ticket=reservation.reserved_at,
+                patient=False,
             )
         except _Unavailable as exc:
             self._failed_after_reply(state, "a 503", exc)
@@ -629,7 +667,7 @@ class RedisBackend:
             )
         return server_now
 
-    async def try_admit(
+    async def admit(
         self,
         ticket: str,
         keys: Sequence[tuple[BudgetKey, int]],
@@ -690,7 +728,7 @@ class RedisBackend:
         clock: Clock,
         woken_by: BudgetKey | None,
     ) -> Admission:
-        admission = await self._require_fallback().try_admit(
+        admission = await self._require_fallback().admit(
             ticket, keys, rules, clock, woken_by=woken_by
         )
         if admission.admitted:

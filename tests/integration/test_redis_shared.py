@@ -79,13 +79,13 @@ async def test_a_waiter_is_woken_by_another_processes_settle(redis_server: Redis
         RedisBackend.from_url(redis_server.url) as second,
     ):
         # Nothing is known of the key: one call at a time (the probe).
-        assert (await first.try_admit("probe", [(key, 1)], rules, clock)).admitted
-        refused = await second.try_admit("next", [(key, 1)], rules, clock)
+        assert (await first.admit("probe", [(key, 1)], rules, clock)).admitted
+        refused = await second.admit("next", [(key, 1)], rules, clock)
         assert not refused.admitted
         assert refused.on_change
         # The first wait subscribes and returns at once to look again.
         assert await second.wait_budget(refused, clock) is None
-        refused = await second.try_admit("next", [(key, 1)], rules, clock)
+        refused = await second.admit("next", [(key, 1)], rules, clock)
         waiting = asyncio.ensure_future(second.wait_budget(refused, clock))
         await asyncio.sleep(0.05)
         assert not waiting.done()
@@ -124,9 +124,9 @@ async def test_a_dead_workers_probe_blocks_others_for_one_lease(redis_server: Re
     async with RedisBackend.from_url(redis_server.url, lease=lease) as alive:
         # The dead worker holds the key's one probe, then dies without settling
         # (its heartbeat stops with it).
-        assert (await dead.try_admit("probe", [(key, 1)], rules, clock)).admitted
+        assert (await dead.admit("probe", [(key, 1)], rules, clock)).admitted
         await asyncio.sleep(lease * 2)  # renewed by the heartbeat meanwhile
-        refused = await alive.try_admit("next", [(key, 1)], rules, clock)
+        refused = await alive.admit("next", [(key, 1)], rules, clock)
         assert not refused.admitted
         await dead.aclose()
         loop = asyncio.get_running_loop()
@@ -134,7 +134,7 @@ async def test_a_dead_workers_probe_blocks_others_for_one_lease(redis_server: Re
         admission = refused
         while not admission.admitted:
             await asyncio.wait_for(alive.wait_budget(admission, clock), lease * 10)
-            admission = await alive.try_admit("next", [(key, 1)], rules, clock)
+            admission = await alive.admit("next", [(key, 1)], rules, clock)
         # Admitted once the dead worker's lease ran out, not after a long fixed lease.
         assert loop.time() - died < lease * 10
         await alive.settle("next", [(key, 1)], Settlement("failed"), rules, clock)

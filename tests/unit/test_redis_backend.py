@@ -31,17 +31,17 @@ from scheduler_fakes import (
     script,
 )
 
+from bitrix_results._bound import ideal_finish_time
 from bitrix_results._scheduler import (
     BucketConfig,
     BudgetRules,
     Limits,
     RedisBackend,
     Scheduler,
-    ideal_finish_time,
 )
 from bitrix_results._scheduler.budget import Admission, Settlement
-from bitrix_results._scheduler.virtual_time import DEFAULT_EPOCH, VirtualClock, run
 from bitrix_results.models import ResponseTime
+from bitrix_results.testing.virtual_time import DEFAULT_EPOCH, VirtualClock, run
 
 STANDARD = Limits.standard()
 T = TypeVar("T")
@@ -174,7 +174,7 @@ def test_budget_state_is_shared_across_backends() -> None:
         await first.execute(make_call(), transport)
         rules = BudgetRules.from_limits(STANDARD)
         key = ("cred-1", ADD)
-        admission = await found[1].try_admit("other-process", [(key, 3)], rules, clock)
+        admission = await found[1].admit("other-process", [(key, 3)], rules, clock)
         assert admission.admitted
         stats = found[1].budget_statistics(key)
         assert stats is not None
@@ -190,16 +190,16 @@ def test_a_dead_process_flights_expire_with_their_lease() -> None:
         key = ("cred-1", ADD)
         # Learn the key, then admit a call that is never settled (the process died).
         for ticket in ("a", "b"):
-            assert (await found[0].try_admit(ticket, [(key, 1)], rules, clock)).admitted
+            assert (await found[0].admit(ticket, [(key, 1)], rules, clock)).admitted
             replied = _replied(float(ord(ticket)), DEFAULT_EPOCH + 600.5)
             await found[0].settle(ticket, [(key, 1)], replied, rules, clock)
-        assert (await found[0].try_admit("dead", [(key, 7)], rules, clock)).admitted
+        assert (await found[0].admit("dead", [(key, 7)], rules, clock)).admitted
         # The process dies: its heartbeat stops renewing "dead".
         await found[0].aclose()
-        assert (await found[1].try_admit("x", [(key, 1)], rules, clock)).admitted
+        assert (await found[1].admit("x", [(key, 1)], rules, clock)).admitted
         during = found[1].budget_statistics(key)
         await asyncio.sleep(31)
-        assert (await found[1].try_admit("y", [(key, 1)], rules, clock)).admitted
+        assert (await found[1].admit("y", [(key, 1)], rules, clock)).admitted
         after = found[1].budget_statistics(key)
         assert during is not None
         assert after is not None
@@ -214,18 +214,18 @@ def test_contended_transactions_stay_consistent() -> None:
         clock = VirtualClock()
         rules = BudgetRules.from_limits(STANDARD)
         key = ("cred-1", ADD)
-        assert (await found[0].try_admit("first", [(key, 1)], rules, clock)).admitted
+        assert (await found[0].admit("first", [(key, 1)], rules, clock)).admitted
         await found[0].settle("first", [(key, 1)], _replied(None, None), rules, clock)
 
         async def one(i: int) -> None:
             backend = found[i % len(found)]
             ticket = f"t{i}"
-            assert (await backend.try_admit(ticket, [(key, 1)], rules, clock)).admitted
+            assert (await backend.admit(ticket, [(key, 1)], rules, clock)).admitted
             await asyncio.sleep(0)
             await backend.settle(ticket, [(key, 1)], _replied(None, None), rules, clock)
 
         await asyncio.gather(*(one(i) for i in range(60)))
-        await found[0].try_admit("last", [(key, 1)], rules, clock)
+        await found[0].admit("last", [(key, 1)], rules, clock)
         stats = found[0].budget_statistics(key)
         assert stats is not None
         return stats.in_flight_units

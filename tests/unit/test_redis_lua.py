@@ -138,7 +138,7 @@ async def test_lua_budget_matches_budget_py(client: Redis, seed: int) -> None:
             if event == "admit":
                 ticket, keys = arg  # type: ignore[misc]
                 expected = try_admit(states, ticket, keys, rules, clock.now, lease=LEASE)
-                got = await backend.try_admit(ticket, keys, rules, clock)
+                got = await backend.admit(ticket, keys, rules, clock)
                 assert (got.admitted, got.on_change, got.blocked_by) == (
                     expected.admitted,
                     expected.on_change,

@@ -54,6 +54,8 @@ def _sample(cls: type[BitrixError]) -> BitrixError:
         return cls(_report(), errors.ConnectError("refused"))
     if cls is errors.JournalError:
         return cls("/data/import.journal", "was written for another portal", field="portal")
+    if cls is errors.LimiterUnavailableError:
+        return cls(errors.ConnectError("redis refused"), waited=10.0)
     if cls is errors.OAuthError:
         return cls("invalid_grant", "the refresh token expired")
     return cls("something failed")
