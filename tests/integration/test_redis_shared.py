@@ -138,3 +138,62 @@ async def test_a_dead_workers_probe_blocks_others_for_one_lease(redis_server: Re
         # Admitted once the dead worker's lease ran out, not after a long fixed lease.
         assert loop.time() - died < lease * 10
         await alive.settle("next", [(key, 1)], Settlement("failed"), rules, clock)
+
+
+class SkewedClock(SystemClock):
+    """This host's wall clock, ``skew`` seconds off."""
+
+    def __init__(self, skew: float) -> None:
+        self.skew = skew
+
+    def time(self) -> float:
+        return super().time() + self.skew
+
+
+async def test_the_budget_runs_on_the_servers_clock(redis_server: RedisServer):
+    from bitrix_results._scheduler.budget import Settlement
+
+    rules = BudgetRules(limit=480.0, window=60.0)
+    key = ("cred", "tasks.task.result.add")
+    behind, ahead = SkewedClock(-3.0), SkewedClock(+3.0)
+    async with (
+        RedisBackend.from_url(redis_server.url) as first,
+        RedisBackend.from_url(redis_server.url) as second,
+    ):
+        # A 429 on the first host holds the key for one basket (W / 10 = 6 s).
+        assert (await first.admit("a", [(key, 1)], rules, behind)).admitted
+        await first.settle("a", [(key, 1)], Settlement("operating_limit"), rules, behind)
+        held = await second.admit("b", [(key, 1)], rules, ahead)
+    assert not held.admitted
+    assert not held.on_change
+    # Six seconds from now on *each* host's clock: the hold was set and read on
+    # the server's clock, then shifted onto the reader's own.
+    assert held.retry_at - ahead.time() == pytest.approx(6.0, abs=0.5)
+    stats = first.budget_statistics(key)
+    assert stats is not None
+    assert stats.held_until is not None
+    assert stats.held_until - behind.time() == pytest.approx(6.0, abs=0.5)
+
+
+async def test_a_blocking_client_and_an_async_one_share_a_backend(
+    make_fake_portal, redis_server: RedisServer
+):
+    from bitrix_results import sync
+
+    running = make_fake_portal(scale=20)
+    backend = RedisBackend.from_url(redis_server.url)
+    scheduler = scheduler_for(running, backend)
+
+    def blocking() -> list[int]:
+        # The sync facade's own event loop, in its own thread.
+        with sync.ResultsClient.from_webhook(running.webhook_url, scheduler=scheduler) as c:
+            return [c.add(1, f"s{i}").id for i in range(10)]
+
+    async with client_for(running, scheduler=scheduler) as client:
+        from_thread, from_here = await asyncio.gather(
+            asyncio.to_thread(blocking),
+            asyncio.gather(*(client.add(2, f"a{i}") for i in range(10))),
+        )
+    await backend.aclose()  # closes the facade loop's client too (that loop still runs)
+    assert len(set(from_thread) | {r.id for r in from_here}) == 20
+    assert running.portal.stats().rate_limited == 0
