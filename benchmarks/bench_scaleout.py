@@ -49,7 +49,15 @@ from redis_servers import RedisServer
 
 TARGET_CPU_RATIO = 2.5
 SCALE = 50.0
-PORTAL = {"plan": "standard", "scale": SCALE}
+PORTAL: dict[str, Any] = {"plan": "standard", "scale": SCALE}
+#: ``--operating``: 2 s per add, so about 241 adds fit in each (compressed, 6 s)
+#: window and the budget binds: most calls wait for the budget, not the bucket.
+OPERATING: dict[str, Any] = {
+    "plan": "standard",
+    "scale": 100.0,
+    "default_cost": 2.0,
+    "cost_jitter": 0.0,
+}
 #: Requests of the burst left unused: half of it. The default 2 absorbs 1 s of
 #: jitter between reserving a slot and the portal counting the request at a real
 #: portal's 2/s, but only 20 ms at the compressed 100/s; with up to 8 worker
@@ -115,8 +123,10 @@ def _worker_main() -> None:
 # -- one run -----------------------------------------------------------------------------
 
 
-def _run(backend: str, workers: int, total: int, redis: RedisServer | None) -> dict[str, Any]:
-    config = PortalConfig(**PORTAL)  # type: ignore[arg-type]
+def _run(
+    backend: str, workers: int, total: int, redis: RedisServer | None, portal_fields: dict[str, Any]
+) -> dict[str, Any]:
+    config = PortalConfig(**portal_fields)
     limits = Limits(
         burst=config.effective_burst,
         drain_per_second=config.effective_drain,
@@ -125,7 +135,7 @@ def _run(backend: str, workers: int, total: int, redis: RedisServer | None) -> d
     )
     if redis is not None:
         redis.flush()
-    with PortalProcess(PORTAL) as portal:
+    with PortalProcess(portal_fields) as portal:
         share, extra = divmod(total, workers)
         procs = []
         offset = 0
@@ -196,9 +206,15 @@ def _run(backend: str, workers: int, total: int, redis: RedisServer | None) -> d
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--workers", default="1,2,4,8", help="comma-separated worker counts")
+    p.add_argument(
+        "--operating",
+        action="store_true",
+        help="the operating budget binds (2 s per add, ×100) instead of the bucket",
+    )
     args = p.parse_args()
     counts = [int(n) for n in args.workers.split(",")]
-    total = 400 if args.quick else 1500
+    portal_fields = OPERATING if args.operating else PORTAL
+    total = (300 if args.quick else 1000) if args.operating else (400 if args.quick else 1500)
     context = machine()
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -206,8 +222,8 @@ def main() -> None:
         try:
             for workers in counts:
                 # Side by side: memory then Redis at each size.
-                runs.append(_run("memory", workers, total, None))
-                runs.append(_run("redis", workers, total, server))
+                runs.append(_run("memory", workers, total, None, portal_fields))
+                runs.append(_run("redis", workers, total, server, portal_fields))
         finally:
             server.stop()
     ratios = {}
@@ -251,7 +267,12 @@ def main() -> None:
     ]
     emit(
         [
-            table(f"scale-out: {total} adds, standard plan ×{SCALE:g}", headers, rows),
+            table(
+                f"scale-out: {total} adds, standard plan ×{portal_fields['scale']:g}"
+                + (", operating-bound" if args.operating else ""),
+                headers,
+                rows,
+            ),
             table(
                 "worker CPU per call, redis ÷ memory",
                 ["workers", "ratio", "target", "met"],
@@ -260,7 +281,7 @@ def main() -> None:
         ],
         {
             "machine": context,
-            "portal": PORTAL,
+            "portal": portal_fields,
             "headroom": HEADROOM,
             "total_calls": total,
             "runs": runs,
