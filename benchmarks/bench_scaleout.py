@@ -67,6 +67,20 @@ OPERATING: dict[str, Any] = {
 HEADROOM = 25
 
 
+def _redis_scripts(server: RedisServer) -> int:
+    """Scripts the server has run so far: each is one round trip of a worker.
+
+    ``INFO commandstats`` also counts the commands a script runs inside it, so
+    only ``EVALSHA``/``EVAL`` are summed.
+    """
+    total = 0
+    for line in server.command("INFO", "commandstats").decode().splitlines():
+        if line.startswith(("cmdstat_evalsha:", "cmdstat_eval:")):
+            fields = dict(item.split("=") for item in line.split(":", 1)[1].split(","))
+            total += int(fields["calls"])
+    return total
+
+
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU of a process so far (Linux /proc)."""
     with open(f"/proc/{pid}/stat") as f:
@@ -171,6 +185,7 @@ def _run(
         redis_cpu = (
             0.0 if redis is None or redis.process is None else _cpu_seconds(redis.process.pid)
         )
+        commands = 0 if redis is None else _redis_scripts(redis)
         started = time.monotonic()
         for proc in procs:
             assert proc.stdin is not None
@@ -183,6 +198,7 @@ def _run(
         elapsed = time.monotonic() - started
         if redis is not None and redis.process is not None:
             redis_cpu = _cpu_seconds(redis.process.pid) - redis_cpu
+            commands = _redis_scripts(redis) - commands
         after = portal.stats()
     bound = ideal_finish_time(total, limits, cost=compressed_cost(config))
     calls = sum(r["calls"] for r in reports)
@@ -200,6 +216,9 @@ def _run(
         "requests_sent": sum(r["requests_sent"] for r in reports),
         "worker_cpu_ms_per_call": round(1000 * sum(r["cpu_s"] for r in reports) / calls, 3),
         "redis_cpu_ms_per_call": None if redis is None else round(1000 * redis_cpu / calls, 3),
+        # Scripts per call: the round trips to Redis (admit, reserve, settle, and
+        # the re-admissions of calls that waited; heartbeats are a few per second).
+        "redis_scripts_per_call": None if redis is None else round(commands / calls, 2),
     }
 
 
@@ -246,6 +265,7 @@ def main() -> None:
             r["errors"],
             r["worker_cpu_ms_per_call"],
             "" if r["redis_cpu_ms_per_call"] is None else r["redis_cpu_ms_per_call"],
+            "" if r["redis_scripts_per_call"] is None else r["redis_scripts_per_call"],
         ]
         for r in runs
     ]
@@ -261,6 +281,7 @@ def main() -> None:
         "errors",
         "worker ms/call",
         "redis ms/call",
+        "scripts/call",
     ]
     cpu_rows = [
         [w, ratio, TARGET_CPU_RATIO, ratio <= TARGET_CPU_RATIO] for w, ratio in ratios.items()

@@ -12,7 +12,9 @@ The budget scripts are a line-for-line port of ``budget.py``'s pure functions
 the states, so the two cannot drift apart.
 
 Numbers cross the boundary as strings written with ``%.17g`` (exact doubles):
-Lua numbers in a script's reply would be truncated to integers.
+Lua numbers in a script's reply would be truncated to integers. A reply is one
+string, its fields joined by ``|``: one bulk string parses much faster in the
+client than an array of a dozen.
 
 Budget state (one hash per key, ``{prefix}:{c:credential}:budget:method``):
 ``tracked`` (absent, "0", "1"), ``total``, ``raw_reset``, ``reset_at``,
@@ -155,7 +157,7 @@ end
 
 # KEYS: state1, flights1, state2, flights2, ...
 # ARGV: now, ticket, lease, limit, window, ttl ms, units1, units2, ...
-# Returns {admitted "1"/"0", retry_at ("" = on a change), on_change "1"/"0",
+# Returns, joined by |: {admitted "1"/"0", retry_at ("" = on a change), on_change "1"/"0",
 #          blocked key indexes "1,2", now, then 7 statistics per key}.
 ADMIT = (
     _BUDGET
@@ -203,14 +205,14 @@ for i = 1, n do
   if dirty[i] then save(KEYS[2 * i - 1], states[i], ttl) end
   stats(out, states[i], inflights[i])
 end
-return out
+return table.concat(out, '|')
 """
 )
 
 # KEYS: state1, flights1, ...
 # ARGV: now, ticket, kind, replayed, has time ("1"/""), operating, reset_at,
 #       start, finish, limit, window, ttl ms, channel, message prefix, units1, ...
-# Returns {now, then 7 statistics per key}.
+# Returns, joined by |: {now, then 7 statistics per key}.
 SETTLE = (
     _BUDGET
     + """
@@ -300,7 +302,7 @@ for i = 1, #KEYS / 2 do
   save(KEYS[2 * i - 1], st, ttl)
   stats(out, st, inflight)
 end
-return out
+return table.concat(out, '|')
 """
 )
 
@@ -331,7 +333,7 @@ return renewed
 #       now, ticket (limited only), decrease factor, floor factor, step,
 #       expected ("1": this process saw the bucket alive, so a missing key was
 #       evicted or lost in a restart: start it full rather than empty).
-# Returns {wait, level, effective drain, time used, "1" if found missing}.
+# Returns, joined by |: {wait, level, effective drain, time used, "1" if found missing}.
 BUCKET = (
     _PRELUDE
     + """
@@ -379,6 +381,6 @@ redis.call('HSET', KEYS[1], 'level', fmt(level), 'last', fmt(t),
            'factor', fmt(factor), 'decreased_at', fmt(decreased_at))
 -- Forget an idle bucket once it has drained (and a minute more).
 redis.call('PEXPIRE', KEYS[1], math.ceil((level / rate + 60) * 1000))
-return {fmt(wait), fmt(level), fmt(rate), fmt(t), lost}
+return table.concat({fmt(wait), fmt(level), fmt(rate), fmt(t), lost}, '|')
 """
 )

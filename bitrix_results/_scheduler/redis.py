@@ -94,16 +94,24 @@ class _Unavailable(Exception):
 class _Wakeups:
     """Callers of one event loop waiting for budget keys to change.
 
-    Like ``backends.Waiters`` (woken one at a time, in order), plus memory: a
-    notification that finds nobody waiting for its key is kept, so a caller
-    refused just before the notification arrived does not sleep through it.
+    Like ``backends.Waiters`` (woken one at a time, in order), plus two things
+    a shared budget needs:
+
+    - memory: a notification that finds nobody waiting for its key is kept,
+      so a caller refused just before it arrived does not sleep through it;
+    - one clock per key: of the callers waiting for the same moment (a hold's
+      end, a basket's reset), only the first sleeps until it; the rest wait to
+      be woken one by one by the calls admitted then. Waking them all at that
+      moment would send a round trip each to Redis, nearly all refused again.
     """
 
-    __slots__ = ("missed", "queues")
+    __slots__ = ("clocks", "missed", "queues")
 
     def __init__(self) -> None:
         self.queues: dict[BudgetKey, deque[asyncio.Future[BudgetKey]]] = {}
         self.missed: set[BudgetKey] = set()
+        #: key -> (the moment a waiter sleeps until, on the loop's clock; its token)
+        self.clocks: dict[BudgetKey, tuple[float, object]] = {}
 
     def wake_one(self, key: BudgetKey) -> bool:
         queue = self.queues.get(key)
@@ -139,22 +147,46 @@ class _Wakeups:
                 return key
         if seconds <= 0:
             return None
+        token = object()
+        # Nothing to be woken by (no key): only the time can end the wait.
+        timed = not keys
+        if not math.isinf(seconds):
+            until = clock.monotonic() + seconds
+            for key in keys:
+                kept = self.clocks.get(key)
+                # A little slack: waiters refused together compute the same moment.
+                if kept is None or kept[0] > until + 1e-3:
+                    self.clocks[key] = (until, token)
+                    timed = True
         woken: asyncio.Future[BudgetKey] = asyncio.get_running_loop().create_future()
         for key in keys:
             self.queues.setdefault(key, deque()).append(woken)
-        timer = None if math.isinf(seconds) else asyncio.ensure_future(clock.sleep(seconds))
+        timer = (
+            asyncio.ensure_future(clock.sleep(seconds))
+            if timed and not math.isinf(seconds)
+            else None
+        )
+        cancelled = False
         try:
             if timer is None:
                 await woken
             else:
                 await asyncio.wait((woken, timer), return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
+            cancelled = True
             if woken.done() and not woken.cancelled():
                 self.wake_one(woken.result())  # pass on a wake-up we will not use
             raise
         finally:
             if timer is not None:
                 timer.cancel()
+            for key in keys:
+                kept = self.clocks.get(key)
+                if kept is not None and kept[1] is token:
+                    del self.clocks[key]
+                    if cancelled:
+                        # The others relied on our clock: one of them takes it over.
+                        self.wake_one(key)
         if woken.done():
             return woken.result()
         woken.cancel()
@@ -296,7 +328,8 @@ class RedisBackend:
         # its own waiters directly).
         self._token = uuid.uuid4().hex[:12]
         self._buckets: dict[str, BucketStatistics] = {}
-        self._budgets: dict[BudgetKey, BudgetStatistics] = {}
+        #: The last reply's statistics fields per key, and the shift onto our clock.
+        self._budgets: dict[BudgetKey, tuple[tuple[str, ...], float]] = {}
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Loop] = (
             weakref.WeakKeyDictionary()
         )
@@ -498,11 +531,12 @@ class RedisBackend:
             repr(RATE_STEP),
             "1" if alive else "0",
         ]
-        reply: list[Any] = await self._call(
+        raw = await self._call(
             state, lambda: state.bucket(keys=[self._bucket_key(portal)], args=args), patient=patient
         )
-        wait, level, rate, at = (float(_text(value)) for value in reply[:4])
-        if _text(reply[4]) == "1":
+        reply = _text(raw).split("|")
+        wait, level, rate, at = (float(value) for value in reply[:4])
+        if reply[4] == "1":
             logger.warning(
                 "redis backend: the bucket of %s was lost (eviction or restart); "
                 "treating it as full",
@@ -641,30 +675,17 @@ class RedisBackend:
     def _learn_stats(
         self,
         keys: Sequence[tuple[BudgetKey, int]],
-        reply: Sequence[Any],
+        reply: Sequence[str],
         offset: int,
         clock: Clock,
     ) -> float:
-        """Record the statistics in a script's reply; return the script's ``now``."""
-        server_now = float(_text(reply[offset - 1]))
+        """Keep the statistics in a script's reply (parsed when asked); return its ``now``."""
+        server_now = float(reply[offset - 1])
         # Times in the reply are on the script's clock: shift them onto ours.
         shift = clock.time() - server_now if self._server_time else 0.0
         for i, (key, _) in enumerate(keys):
-            tracked, total, reset_at, num, den, held, units = (
-                _text(v) for v in reply[offset + 7 * i : offset + 7 * i + 7]
-            )
-            cost = float(num) / float(den) if den and float(den) > 0 else None
-            self._budgets[key] = BudgetStatistics(
-                credential=key[0],
-                method=key[1],
-                operating=_opt(total),
-                reset_at=None if not reset_at else float(reset_at) + shift,
-                cost=cost,
-                cost_bound=None if cost is None else cost * 1.5,
-                held_until=None if not held else float(held) + shift,
-                in_flight_units=int(float(units)),
-                tracked=None if not tracked else tracked == "1",
-            )
+            start = offset + 7 * i
+            self._budgets[key] = (tuple(reply[start : start + 7]), shift)
         return server_now
 
     async def admit(
@@ -691,28 +712,27 @@ class RedisBackend:
             *(str(units) for _, units in keys),
         ]
         try:
-            reply: list[Any] = await self._call(
-                state, lambda: state.admit(keys=names, args=args), patient=True
-            )
+            raw = await self._call(state, lambda: state.admit(keys=names, args=args), patient=True)
         except _Unavailable as exc:
             self._enter_fallback(state, exc)
             return await self._admit_locally(state, ticket, keys, rules, clock, woken_by)
         state.failing = False
+        reply = _text(raw).split("|")
         server_now = self._learn_stats(keys, reply, 5, clock)
         wakeups = state.wakeups
-        if _text(reply[0]) == "1":
+        if reply[0] == "1":
             self._track(state, ticket, names, lease, clock)
             # There may be room for the next one too: let it look.
             for key, _ in keys:
                 wakeups.wake_one(key)
             return Admission(admitted=True, retry_at=clock.time())
-        retry = _text(reply[1])
+        retry = reply[1]
         retry_at = math.inf if not retry else float(retry) - server_now + clock.time()
-        blocked = tuple(keys[int(i) - 1][0] for i in _text(reply[3]).split(",") if i)
+        blocked = tuple(keys[int(i) - 1][0] for i in reply[3].split(",") if i)
         admission = Admission(
             admitted=False,
             retry_at=retry_at,
-            on_change=_text(reply[2]) == "1",
+            on_change=reply[2] == "1",
             blocked_by=blocked,
         )
         if woken_by is not None and woken_by not in blocked:
@@ -805,19 +825,34 @@ class RedisBackend:
         ]
         try:
             # Once, not patiently: the reply is waiting to be returned.
-            reply: list[Any] = await self._call(
+            raw = await self._call(
                 state, lambda: state.settle(keys=names, args=args), patient=False
             )
         except _Unavailable as exc:
             self._failed_after_reply(state, "a call's outcome", exc)
         else:
-            self._learn_stats(keys, reply, 1, clock)
+            self._learn_stats(keys, _text(raw).split("|"), 1, clock)
         # Our own waiters look at once (other processes are told by the script).
         for key, _ in keys:
             state.wakeups.wake_one(key)
 
     def budget_statistics(self, key: BudgetKey) -> BudgetStatistics | None:
-        return self._budgets.get(key)
+        seen = self._budgets.get(key)
+        if seen is None:
+            return None
+        (tracked, total, reset_at, num, den, held, units), shift = seen
+        cost = float(num) / float(den) if den and float(den) > 0 else None
+        return BudgetStatistics(
+            credential=key[0],
+            method=key[1],
+            operating=_opt(total),
+            reset_at=None if not reset_at else float(reset_at) + shift,
+            cost=cost,
+            cost_bound=None if cost is None else cost * 1.5,
+            held_until=None if not held else float(held) + shift,
+            in_flight_units=int(float(units)),
+            tracked=None if not tracked else tracked == "1",
+        )
 
     # -- heartbeat and wake-ups -------------------------------------------------------
 

@@ -331,3 +331,37 @@ def test_redis_is_not_imported_with_the_scheduler() -> None:
 
 def _replied(operating: float | None, reset: float | None) -> Settlement:
     return Settlement("replied", ResponseTime(operating=operating, operating_reset_at=reset))
+
+
+def test_callers_held_together_do_not_all_ask_again_at_the_holds_end() -> None:
+    reset = DEFAULT_EPOCH + 30.5
+
+    async def body(found: list[RedisBackend]) -> tuple[int, int]:
+        clock = VirtualClock()
+        rules = BudgetRules.from_limits(STANDARD)
+        key = ("cred-1", ADD)
+        # Another process learns the key, then meets a 429: held until the reset.
+        assert (await found[0].admit("a", [(key, 1)], rules, clock)).admitted
+        await found[0].settle("a", [(key, 1)], _replied(10.0, reset), rules, clock)
+        assert (await found[0].admit("b", [(key, 1)], rules, clock)).admitted
+        await found[0].settle("b", [(key, 1)], Settlement("operating_limit"), rules, clock)
+        asked = 0
+        admit = found[1].admit
+
+        async def counted(*args: object, **kwargs: object) -> Admission:
+            nonlocal asked
+            asked += 1
+            return await admit(*args, **kwargs)  # type: ignore[arg-type]
+
+        found[1].admit = counted  # type: ignore[method-assign]
+        scheduler = Scheduler(STANDARD, backend=found[1], clock=VirtualClock())
+        transport = FakeTransport(script(*(ok(11.0 + n, reset + 600) for n in range(40))))
+        await asyncio.gather(*(scheduler.execute(make_call(), transport) for _ in range(40)))
+        return asked, len(transport.times)
+
+    asked, sent = with_backends(2, body)
+    assert sent == 40
+    # Each call asks once and is held; after the hold, one probe goes, and the
+    # rest follow it one by one (a few refused while it is in flight). Were all
+    # 40 woken at the hold's end, each would ask once more for nothing.
+    assert asked <= 40 + 40 + 10
