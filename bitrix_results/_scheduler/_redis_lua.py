@@ -348,7 +348,7 @@ if level == nil then
   level = 0
   if ARGV[9] == '1' then
     -- The bucket existed a moment ago: whatever it held is unknown, assume full
-    -- (one burst's worth of waiting, never a burst of 503s).
+    -- (one burst's worth of waiting, not a new burst).
     level = capacity
     lost = '1'
   end

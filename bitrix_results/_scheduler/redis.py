@@ -36,7 +36,8 @@ Failure semantics (documented in docs/rate-limits.md):
 - Reconnecting is the Redis client's: every retry takes a fresh connection.
   A bucket that disappears while this process was using it (a restart
   without persistence, an eviction, FLUSHALL) is recreated full, not empty,
-  so the loss costs one burst's worth of waiting, never a burst of 503s.
+  so the loss costs one burst's worth of waiting, not a new burst (requests
+  already queued when it was lost still go at their time, unknown to it).
 
 Needs the optional extra: ``pip install bitrix_results[redis]``. ``redis`` is
 imported only when a backend first talks to Redis, never at import time.

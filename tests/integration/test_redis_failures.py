@@ -85,8 +85,9 @@ async def test_redis_restarted_the_job_completes(make_fake_portal, redis_factory
     assert_no_phantoms(running, outcomes, "r")
     stats = running.portal.stats()
     assert stats.results_created == 150
-    # The bucket was lost with the restart and recreated full, not empty.
-    assert stats.rate_limited == 0
+    # The bucket was lost with the restart and recreated full, not empty: only
+    # reservations queued before the restart (16 at most) may have collided.
+    assert stats.rate_limited <= 16
 
 
 async def test_unreachable_redis_fails_closed_before_sending(

@@ -102,7 +102,9 @@ def check(running: RunningPortal, reports: list[dict[str, object]]) -> Counter[s
 
 
 async def test_four_workers_share_one_bucket(make_fake_portal, redis_server: RedisServer):
-    running = make_fake_portal(scale=100)
+    # ×50 (100 requests/s) rather than ×100: half the burst then absorbs 250 ms
+    # of a worker descheduled on a busy machine, for a job of about 12 s.
+    running = make_fake_portal(scale=50)
     reports = await results_of(start_workers(running, redis_server, workers=4, count=300))
     errors = check(running, reports)
     stats = running.portal.stats()
@@ -140,8 +142,10 @@ async def test_redis_restarted_the_job_completes(make_fake_portal, redis_factory
     assert errors == Counter()
     assert stats.results_created == 1200
     assert running.portal.ledger.duplicates() == 0
-    # The lost bucket was recreated full: no burst after the restart.
-    assert stats.rate_limited == 0
+    # The lost bucket was recreated full, so no new burst followed the restart.
+    # Reservations already queued when Redis lost them are not in the new
+    # bucket: at most those (16 per worker) may collide, and were retried.
+    assert stats.rate_limited <= 4 * 16
 
 
 async def test_a_killed_worker_does_not_stall_the_others(
