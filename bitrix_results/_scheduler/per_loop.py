@@ -18,30 +18,30 @@ class PerLoop(Generic[_T]):
     Values are held weakly by loop, so a closed loop's value can go with it.
     Nearly every call comes from the loop used last: a weak reference to it
     answers without the ``WeakKeyDictionary`` lookup (about a microsecond).
+    The loop and its value are cached as one tuple, assigned at once: loops in
+    two threads (the sync facade's and an application's) may share one
+    instance, and two separate fields could pair one loop with another's value.
     """
 
-    __slots__ = ("_by_loop", "_factory", "_last", "_last_loop")
+    __slots__ = ("_by_loop", "_factory", "_last")
 
     def __init__(self, factory: Callable[[], _T]) -> None:
         self._factory = factory
         self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _T] = (
             weakref.WeakKeyDictionary()
         )
-        self._last_loop: weakref.ReferenceType[asyncio.AbstractEventLoop] | None = None
-        self._last: _T | None = None
+        self._last: tuple[weakref.ReferenceType[asyncio.AbstractEventLoop], _T] | None = None
 
     def get(self) -> _T:
         """The running loop's value (RuntimeError outside a running loop)."""
         loop = asyncio.get_running_loop()
-        last_loop = self._last_loop
         last = self._last
-        if last_loop is not None and last_loop() is loop and last is not None:
-            return last
+        if last is not None and last[0]() is loop:
+            return last[1]
         value = self._by_loop.get(loop)
         if value is None:
             value = self._by_loop[loop] = self._factory()
-        self._last_loop = weakref.ref(loop)
-        self._last = value
+        self._last = (weakref.ref(loop), value)
         return value
 
     def current(self) -> _T | None:
@@ -49,4 +49,5 @@ class PerLoop(Generic[_T]):
         try:
             return self.get()
         except RuntimeError:
-            return self._last
+            last = self._last
+            return None if last is None else last[1]
