@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from . import _validate as check
 from ._scheduler import DEFAULT_HEADROOM, Limits, RetryPolicy, Scheduler
+from ._transport.aiohttp_sender import DEFAULT_MAX_BODY_BYTES
 from .errors import InvalidInputError
 
 __all__ = [
@@ -38,9 +39,6 @@ DEFAULT_CONCURRENCY = 16
 #: Seconds for one HTTP exchange: a little over the 60 s the cloud portal lets one
 #: request run before cutting it off (api-facts §1).
 DEFAULT_TIMEOUT = 65.0
-#: The largest answer the client reads, raw or inflated: 32 MiB, far above any
-#: real page of results (a full REST v2 batch of 50 pages stays well under it).
-DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 
 # Headers the client sets itself: auth, idempotency, the body's type and the
 # encodings it can inflate under the body cap. ``headers=`` may not replace them.
