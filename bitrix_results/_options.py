@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from . import _validate as check
 from ._scheduler import DEFAULT_HEADROOM, Limits, RetryPolicy, Scheduler
-from ._transport.aiohttp_sender import DEFAULT_MAX_BODY_BYTES
+from ._transport import aiohttp_sender
 from .errors import InvalidInputError
 
 __all__ = [
@@ -39,6 +39,9 @@ DEFAULT_CONCURRENCY = 16
 #: Seconds for one HTTP exchange: a little over the 60 s the cloud portal lets one
 #: request run before cutting it off (api-facts §1).
 DEFAULT_TIMEOUT = 65.0
+#: The largest answer read, raw or inflated: 32 MiB, far above any real page of
+#: results. The sender's own default, so the two cannot drift apart.
+DEFAULT_MAX_BODY_BYTES = aiohttp_sender.DEFAULT_MAX_BODY_BYTES
 
 # Headers the client sets itself: auth, idempotency, the body's type and the
 # encodings it can inflate under the body cap. ``headers=`` may not replace them.
