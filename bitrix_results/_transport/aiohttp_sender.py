@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import ssl as _ssl
+import urllib.request
 import zlib
 from collections.abc import Mapping
 from typing import Literal
@@ -118,6 +119,13 @@ def _refused(exc: BaseException) -> bool:
     return code == errno.ECONNREFUSED
 
 
+def _password(url: str | None) -> str | None:
+    try:
+        return urlsplit(url).password if url else None
+    except ValueError:
+        return None
+
+
 class _BodyTooLarge(Exception):
     """Raised inside the read loop; becomes ResponseTooLargeError with the host."""
 
@@ -199,15 +207,35 @@ class AiohttpSender:
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
         self._max_connections = max_connections
         self._max_body = max_body_bytes
-        self._trust_env = trust_env
         self._proxy = proxy
         self._ssl = ssl
         self._headers = {**(headers or {}), "Accept-Encoding": _ACCEPT_ENCODING}
+        # The environment's proxies, read once, and the answer for each origin:
+        # aiohttp's own trust_env looks them up on every request, which costs
+        # more than the rest of a request's client-side work.
+        self._env_proxies = urllib.request.getproxies_environment() if trust_env else {}
+        proxies = [proxy, *(url for name, url in self._env_proxies.items() if name != "no")]
         # A proxy's password travels in its URL: keep it out of errors too.
-        password = urlsplit(proxy).password if proxy else None
-        self._own_secrets: tuple[str, ...] = (password,) if password else ()
+        self._own_secrets = tuple(p for p in map(_password, proxies) if p)
+        self._proxy_of: dict[tuple[str, str], str | None] = {}
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
+
+    def _proxy_for(self, url: str) -> str | None:
+        """The proxy for ``url``: the ``proxy`` option, else the environment's (NO_PROXY kept)."""
+        if self._proxy is not None or not self._env_proxies:
+            return self._proxy
+        parts = urlsplit(url)
+        origin = (parts.scheme, parts.netloc)
+        if origin not in self._proxy_of:
+            if len(self._proxy_of) > 64:  # a few origins in practice; never unbounded
+                self._proxy_of.clear()
+            found = self._env_proxies.get(parts.scheme) or self._env_proxies.get("all")
+            # NO_PROXY (and, on macOS and Windows, the system's exceptions).
+            if found and urllib.request.proxy_bypass(parts.netloc):
+                found = None
+            self._proxy_of[origin] = found
+        return self._proxy_of[origin]
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:
@@ -220,8 +248,6 @@ class AiohttpSender:
                 headers=self._headers,
                 # Inflated here, under the cap (_Inflater), not by aiohttp.
                 auto_decompress=False,
-                trust_env=self._trust_env,
-                proxy=self._proxy,
             )
         return self._session
 
@@ -235,6 +261,7 @@ class AiohttpSender:
                 data=request.body or None,
                 headers=request.headers,
                 allow_redirects=False,
+                proxy=self._proxy_for(request.url),
             ) as resp:
                 body = await self._read(resp)
                 # resp.headers is case-insensitive, as RawResponse asks.

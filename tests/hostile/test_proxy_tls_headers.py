@@ -71,6 +71,20 @@ async def test_trust_env_false_ignores_the_environment(
     assert len(portal.received) == 1
 
 
+async def test_no_proxy_in_the_environment_is_kept(
+    serve: ServeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    portal = await serve(_answer)
+    proxy = await serve(_answer, host="127.0.0.2")
+    _clear_proxy_env(monkeypatch)
+    monkeypatch.setenv("HTTP_PROXY", proxy.origin)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    async with webhook(portal.origin, trust_env=True) as client:
+        await client.list(42)
+    assert proxy.received == []
+    assert len(portal.received) == 1
+
+
 async def test_extra_headers_are_sent(serve: ServeFactory) -> None:
     portal = await serve(_answer)
     headers = {"X-Request-Source": "nightly-import"}
