@@ -9,6 +9,7 @@ scheduler's and the transport's job.
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from os import urandom
 from types import TracebackType
@@ -19,7 +20,9 @@ import msgspec
 from . import _validate as check
 from . import bulk
 from ._options import (
+    DEFAULT_MAX_BODY_BYTES,
     DEFAULT_TIMEOUT,
+    SENDER_OPTIONS,
     TRANSPORT_OPTIONS,
     ClientOptions,
     check_options,
@@ -51,6 +54,8 @@ if TYPE_CHECKING:
     from .bulk import BulkOptions, BulkReport, Items, Outcome, ResultsOfTask
 
 __all__ = ["ClientOptions", "ResultsClient"]
+
+logger = logging.getLogger("bitrix_results")
 
 ADD = "tasks.task.result.add"
 ADD_FROM_CHAT = "tasks.task.result.addfromchatmessage"
@@ -171,17 +176,29 @@ class ResultsClient:
     def _over(cls, auth: Auth, options: ClientOptions, sender: HttpSender | None) -> ResultsClient:
         """A client over the REST transport for ``auth``, from checked options."""
         scheduler = scheduler_from(options)
-        if sender is not None and "timeout" in options:
-            # The timeout is the aiohttp sender's; a given sender keeps its own.
-            raise InvalidInputError(
-                "timeout", "is an option of the built-in sender; set it on the sender you pass"
-            )
+        if sender is not None:
+            for name in SENDER_OPTIONS:
+                if name in options:
+                    # These configure the built-in sender; a given sender keeps its own.
+                    raise InvalidInputError(
+                        name, "is an option of the built-in sender; set it on the sender you pass"
+                    )
         if sender is None:
+            insecure = options.get("insecure_skip_tls_verify", False)
+            if insecure:
+                logger.warning(
+                    "bitrix_results: TLS certificate checks are OFF (insecure_skip_tls_verify)"
+                )
             sender = AiohttpSender(
                 timeout=options.get("timeout", DEFAULT_TIMEOUT),
                 # One connection per call in flight: the scheduler admits no more, and
                 # fewer would queue admitted calls where the scheduler cannot see them.
                 max_connections=scheduler.concurrency,
+                max_body_bytes=options.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES),
+                trust_env=options.get("trust_env", True),
+                proxy=options.get("proxy"),
+                ssl=False if insecure else (options.get("ssl") or True),
+                headers=options.get("headers"),
             )
         transport = RestTransport(
             auth, sender, follow_redirects_to=options.get("follow_redirects_to", ())

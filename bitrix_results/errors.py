@@ -8,6 +8,7 @@
     │   ├── ConnectError                      never reached the portal (safe to retry)
     │   ├── RequestTimeoutError               sent, no answer in time (may have executed)
     │   ├── ConnectionLostError               sent, connection dropped (may have executed)
+    │   ├── ResponseTooLargeError             the answer was over the body cap (may have executed)
     │   └── RedirectRefusedError              a redirect to a host we may not follow
     ├── DecodeError                           a body that is not the JSON we expect (HTML page)
     ├── OutcomeUnknownError                   a write may or may not have executed; not retried
@@ -34,6 +35,8 @@ transport redacts URLs before they reach a message.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from ._bulk.types import BulkReport
 from .models import ValidationDetail
@@ -62,6 +65,7 @@ __all__ = [
     "RateLimitError",
     "RedirectRefusedError",
     "RequestTimeoutError",
+    "ResponseTooLargeError",
     "ServerError",
     "ServiceBlockedError",
     "TransportError",
@@ -105,8 +109,25 @@ class TransportError(BitrixError):
         super().__init__(message if method is None else f"{method}: {message}")
 
 
+#: Why a connection could not be made (:attr:`ConnectError.reason`).
+ConnectReason = Literal["refused", "dns", "tls", "timeout", "other"]
+
+
 class ConnectError(TransportError):
-    """The request never reached the portal (DNS, refused connection): nothing ran."""
+    """The request never reached the portal: nothing ran, so it is safe to repeat.
+
+    ``reason`` says why, and the message says it in words: ``"refused"`` (nothing
+    listens on the port: "connection refused"), ``"dns"`` (the host name does not
+    resolve: "name not resolved"), ``"tls"`` (the TLS handshake or the certificate
+    failed: "TLS handshake failed"), ``"timeout"`` (no connection in time) or
+    ``"other"``. The first three will not heal by waiting a few seconds.
+    """
+
+    def __init__(
+        self, message: str, *, method: str | None = None, reason: ConnectReason = "other"
+    ) -> None:
+        self.reason: ConnectReason = reason
+        super().__init__(message, method=method)
 
 
 class RequestTimeoutError(TransportError):
@@ -115,6 +136,15 @@ class RequestTimeoutError(TransportError):
 
 class ConnectionLostError(TransportError):
     """The connection closed after the request was sent: it may have executed."""
+
+
+class ResponseTooLargeError(TransportError):
+    """The answer was larger than the client's cap (``max_body_bytes``), raw or inflated.
+
+    Reading stopped at the cap, so no memory was spent on the rest. The request
+    was sent and may have executed: a write no Idempotency-Key protects becomes
+    :class:`OutcomeUnknownError`, like a lost answer.
+    """
 
 
 class RedirectRefusedError(TransportError):

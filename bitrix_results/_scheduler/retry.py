@@ -44,6 +44,7 @@ from ..errors import (
     OperatingLimitError,
     RateLimitError,
     RequestTimeoutError,
+    ResponseTooLargeError,
     ServerError,
 )
 
@@ -75,7 +76,9 @@ def classify(exc: BaseException) -> Safety:
     """The one table of retry safety (order matters: subclasses first)."""
     if isinstance(exc, RateLimitError | OperatingLimitError | ExpiredTokenError | ConnectError):
         return Safety.SAFE
-    if isinstance(exc, RequestTimeoutError | ConnectionLostError | ServerError):
+    if isinstance(
+        exc, RequestTimeoutError | ConnectionLostError | ResponseTooLargeError | ServerError
+    ):
         return Safety.AMBIGUOUS
     if isinstance(exc, DecodeError) and exc.status >= 500:
         # An HTML error page from a proxy or the portal's front end: the call
@@ -102,6 +105,14 @@ def classify_call(exc: BaseException, call: Call) -> Safety:
     or an expired token refuses the whole request before anything runs.
     """
     safety = classify(exc)
+    if (
+        isinstance(exc, DecodeError)
+        and exc.status < 300
+        and call.retry_class is not RetryClass.READ
+    ):
+        # A 2xx whose body we cannot read, after a write: the portal said it
+        # did something, we cannot tell what. Like a lost answer (design §2.4).
+        return Safety.AMBIGUOUS
     if (
         safety is Safety.SAFE
         and isinstance(exc, OperatingLimitError)

@@ -17,6 +17,7 @@ import msgspec
 
 from ..errors import ExpiredTokenError, OAuthError
 from ..models import OAuthTokens
+from .scrub import scrub_text
 from .urls import Endpoint
 from .wire import HttpSender, RawRequest
 
@@ -62,6 +63,19 @@ class Auth:
     def body_token(self) -> str | None:
         """The token for the body's ``auth`` field, or None for webhooks."""
         return None
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret this credential holds now: what no error or log may show."""
+        code = self.endpoint.code
+        return (code,) if code else ()
+
+    def may_refresh_invalid(self, generation: int) -> bool:
+        """Whether a 401 ``invalid_token`` for the token of ``generation`` earns a refresh.
+
+        Only OAuth tokens refresh, and only once: not when the refused token is
+        itself the fruit of a refresh that an ``invalid_token`` caused.
+        """
+        return False
 
     async def refresh(self, sender: HttpSender, error: ExpiredTokenError) -> None:
         raise error
@@ -112,6 +126,10 @@ class OAuthAuth(Auth):
         # Stable across refreshes: the budget belongs to the application on this portal.
         self._credential = fingerprint(endpoint.origin, client_id)
         self.refreshes = 0
+        # The generation a refresh made because the portal said invalid_token:
+        # if that token is refused as invalid too, no refresh will help.
+        self._invalid_refreshed: int | None = None
+        self._retired: tuple[str, ...] = ()
 
     @property
     def credential(self) -> str:
@@ -119,6 +137,12 @@ class OAuthAuth(Auth):
 
     def body_token(self) -> str | None:
         return self._access
+
+    def secrets(self) -> tuple[str, ...]:
+        return self._secrets()
+
+    def may_refresh_invalid(self, generation: int) -> bool:
+        return generation != self._invalid_refreshed
 
     async def refresh(self, sender: HttpSender, error: ExpiredTokenError) -> None:
         seen = error.auth_generation
@@ -133,18 +157,31 @@ class OAuthAuth(Auth):
                 "refresh_token": self._refresh,
             }
             body, status = await self._get_tokens(sender, params)
+            secrets = self._secrets()
             if status != 200:
                 err = _decode_oauth_error(body)
-                raise OAuthError(err.error, err.error_description or f"HTTP {status}")
+                # Server text, scrubbed: a token endpoint may echo the query it
+                # got, client_secret and refresh_token included (design §2.7).
+                raise OAuthError(
+                    scrub_text(err.error, secrets),
+                    scrub_text(err.error_description, secrets) or f"HTTP {status}",
+                )
             try:
                 tokens = _tokens_decoder.decode(body)
-            except (msgspec.DecodeError, RecursionError) as exc:
+            except (msgspec.DecodeError, RecursionError):
                 err = _decode_oauth_error(body)
-                raise OAuthError(err.error, "the token endpoint sent no tokens") from exc
+                # Not chained: msgspec's error may quote the body.
+                raise OAuthError(
+                    scrub_text(err.error, secrets), "the token endpoint sent no tokens"
+                ) from None
+            # The tokens just replaced stay secret: a late error may still quote them.
+            self._retired = (self._access, self._refresh)
             self._access = tokens.access_token
             self._refresh = tokens.refresh_token
             self.generation += 1
             self.refreshes += 1
+            if error.code == "invalid_token":
+                self._invalid_refreshed = self.generation
             logger.info("bitrix_results: refreshed OAuth tokens for %s", self.endpoint.host)
             if self._on_tokens is not None:
                 outcome = self._on_tokens(tokens)
@@ -167,7 +204,7 @@ class OAuthAuth(Auth):
         return response.body, response.status
 
     def _secrets(self) -> tuple[str, ...]:
-        found = (self._client_secret, self._refresh, self._access)
+        found = (self._client_secret, self._refresh, self._access, *self._retired)
         return tuple(secret for secret in found if secret)
 
     def __repr__(self) -> str:

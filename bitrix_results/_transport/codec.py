@@ -7,7 +7,8 @@ from typing import Any, TypeVar
 import msgspec
 
 from ..errors import DecodeError, PortalError, portal_error
-from ..models import Envelope, ResponseTime, _V3Error
+from ..models import Envelope, ResponseTime, ValidationDetail, _V3Error
+from .scrub import scrub_text
 from .types import Reply
 
 __all__ = ["decode_reply", "decode_result", "encode", "error_from_body"]
@@ -114,26 +115,51 @@ def decode_result(raw: msgspec.Raw, target: type[T], *, method: str, strict: boo
     return value
 
 
-def error_from_body(envelope: Envelope, status: int, method: str) -> PortalError:
+def error_from_body(
+    envelope: Envelope, status: int, method: str, secrets: tuple[str, ...] = ()
+) -> PortalError:
+    """The typed error an error body carries; the one place server text enters an error.
+
+    Every string the portal sent is scrubbed of ``secrets`` first: a portal (or a
+    proxy in front of it) may quote the request path, which holds the webhook
+    code, or echo the body's ``auth`` token (design §2.7).
+    """
+
+    def clean(text: str) -> str:
+        return scrub_text(text, secrets)
+
     error = envelope.error
     if isinstance(error, str):
-        # REST v2: {"error": "CODE", "error_description": "text"} (facts §6).
+        # REST v2: {"error": "CODE", "error_description": "text"} (api-facts §6).
         return portal_error(
-            code=error, message=envelope.error_description or "", status=status, method=method
-        )
-    if error is not None:
-        # REST 3.0: {"error": {"code", "message", "validation": [...]}} (facts §4.2).
-        return portal_error(
-            code=error.code,
-            message=error.message,
+            code=clean(error),
+            message=clean(envelope.error_description or ""),
             status=status,
             method=method,
-            validation=tuple(error.validation),
+        )
+    if error is not None:
+        # REST 3.0: {"error": {"code", "message", "validation": [...]}} (api-facts §4.2).
+        return portal_error(
+            code=clean(error.code),
+            message=clean(error.message),
+            status=status,
+            method=method,
+            validation=tuple(
+                ValidationDetail(clean(d.message), None if d.field is None else clean(d.field))
+                for d in error.validation
+            ),
         )
     return portal_error(code="", message=f"HTTP {status}", status=status, method=method)
 
 
-def decode_reply(body: bytes, *, status: int, method: str, replayed: bool = False) -> Reply:
+def decode_reply(
+    body: bytes,
+    *,
+    status: int,
+    method: str,
+    replayed: bool = False,
+    secrets: tuple[str, ...] = (),
+) -> Reply:
     """A response body as a :class:`Reply`, or the typed error it carries.
 
     A body that is not JSON (an HTML error page from a proxy, facts §6) becomes a
@@ -157,7 +183,7 @@ def decode_reply(body: bytes, *, status: int, method: str, replayed: bool = Fals
                 "the body is not a JSON API response", method=method, status=status
             ) from exc
     if envelope.error is not None or status >= 400:
-        raise error_from_body(envelope, status, method)
+        raise error_from_body(envelope, status, method, secrets)
     time = envelope.time
     # A view, not a copy: only the first byte tells a v2 object from a v3 list.
     if method == "batch" and memoryview(envelope.result)[:1].tobytes() == b"{":

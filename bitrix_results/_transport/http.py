@@ -11,11 +11,17 @@ import logging
 from collections.abc import Iterable
 from urllib.parse import quote, urlsplit
 
-from ..errors import ExpiredTokenError, InvalidInputError, RedirectRefusedError
+from ..errors import (
+    ExpiredTokenError,
+    InvalidCredentialsError,
+    InvalidInputError,
+    RedirectRefusedError,
+)
 from .auth import Auth
 from .codec import decode_reply, encode
+from .scrub import secret_forms
 from .types import Call, Reply
-from .urls import check_origin, is_loopback, same_portal_family
+from .urls import check_origin
 from .wire import HttpSender, RawRequest
 
 __all__ = ["RestTransport"]
@@ -45,10 +51,10 @@ class RestTransport:
         # machine, an on-premise box) differ by port and have separate buckets.
         self._portal = urlsplit(auth.endpoint.origin).netloc
         self._allowed_hosts = _hosts(follow_redirects_to)
-        # What the sender must keep out of its errors; the token is added per call
-        # because a refresh replaces it.
-        code = auth.endpoint.code
-        self._secrets: tuple[str, ...] = (code,) if code else ()
+        # The byte forms of the credential's secrets, to scrub from bodies; rebuilt
+        # when a refresh changes them.
+        self._scrub_key: tuple[str, ...] = ()
+        self._scrub_forms: tuple[bytes, ...] = ()
 
     @property
     def portal(self) -> str:
@@ -81,7 +87,8 @@ class RestTransport:
             # A REST 3.0 batch body is a bare JSON array with no room for ``auth``.
             payload = encode(call.params)
             query = "?auth=" + quote(token, safe="")
-        secrets = self._secrets if token is None else (*self._secrets, token)
+        # What the sender must keep out of its errors and we out of server text.
+        secrets = self._auth.secrets()
         for _ in range(_MAX_REDIRECTS + 1):
             request = RawRequest(
                 "POST",
@@ -102,49 +109,98 @@ class RestTransport:
             replayed = response.headers.get("idempotent-replayed", "").lower() == "true"
             try:
                 return decode_reply(
-                    response.body, status=status, method=call.method, replayed=replayed
+                    self._scrubbed(response.body, secrets),
+                    status=status,
+                    method=call.method,
+                    replayed=replayed,
+                    secrets=secrets,
                 )
             except ExpiredTokenError as exc:
                 exc.auth_generation = generation
                 raise
+            except InvalidCredentialsError as exc:
+                if exc.code == "invalid_token" and self._auth.may_refresh_invalid(generation):
+                    # b24jssdk refreshes on invalid_token too: a token the portal
+                    # forgot (revoked sessions, a restored backup) may still have
+                    # a good refresh token. Once: the scheduler refreshes (one
+                    # refresh in flight) and repeats, and if the new token is
+                    # refused as well the error stands.
+                    raise _refreshable(exc, generation) from None
+                raise
         raise RedirectRefusedError("too many redirects", method=call.method)
 
+    def _scrubbed(self, body: bytes, secrets: tuple[str, ...]) -> bytes:
+        """``body`` with every form of a secret replaced by ``***`` (design §2.7).
+
+        The one place server text enters: everything decoded from a reply (error
+        messages, validation details, a batch command's error) comes from here.
+        A webhook code or token is never in a healthy answer, so this is a few
+        substring searches per reply that find nothing.
+        """
+        if secrets != self._scrub_key:
+            self._scrub_key = secrets
+            self._scrub_forms = secret_forms(secrets)
+        for form in self._scrub_forms:
+            if form in body:
+                body = body.replace(form, b"***")
+        return body
+
     def _follow(self, location: str, method: str) -> None:
-        """Accept a domain-change redirect (facts §7) only to a host we may follow.
+        """Accept a domain-change redirect (api-facts §7) only where credentials may go.
 
         The body is re-posted by hand (aiohttp would turn a 302 POST into a GET and
-        drop the body); credentials go only to the same portal family or a host
-        the user allowed, never to an arbitrary Location.
+        drop the body), so the credentials go along: only to the same host or a
+        host the user allow-listed (``follow_redirects_to``), never from https to
+        http. Another ``*.bitrix24.<tld>`` host is another tenant, not this portal
+        (design §2.7): it needs the allow-list like any other host.
         """
-        target = urlsplit(location)
-        if not target.scheme:
+        try:
+            target = urlsplit(location)
+            scheme = target.scheme
+        except ValueError:
+            # ``http://[::1/``: a broken IPv6 literal. Not the Location in the
+            # message: it may quote our URL, code included.
+            raise RedirectRefusedError(
+                "redirect to a malformed URL refused", method=method
+            ) from None
+        if not scheme:
             # A relative Location stays on the current host.
             return
         try:
             origin, host = check_origin("Location", location)
-        except ValueError as exc:
+        except ValueError:
             raise RedirectRefusedError(
-                "redirect to an insecure URL refused", method=method
-            ) from exc
-        current = self._endpoint.host
-        if not (
-            same_portal_family(current, host)
-            or host.lower() in self._allowed_hosts
-            or (is_loopback(current) and is_loopback(host))
-        ):
+                "redirect to an insecure or malformed URL refused", method=method
+            ) from None
+        current = self._endpoint
+        if current.origin.startswith("https:") and scheme.lower() != "https":
+            raise RedirectRefusedError(
+                "redirect from https to http refused: the credentials would travel in clear",
+                method=method,
+            )
+        if host.lower() != current.host.lower() and host.lower() not in self._allowed_hosts:
             raise RedirectRefusedError(
                 f"redirect to another host ({host}) refused; allow it with follow_redirects_to",
                 method=method,
             )
-        if origin != self._endpoint.origin:
-            logger.warning("bitrix_results: portal moved from %s to %s", current, host)
-            self._endpoint = self._endpoint.moved_to(origin, host)
+        if origin != current.origin:
+            logger.warning("bitrix_results: portal moved from %s to %s", current.host, host)
+            self._endpoint = current.moved_to(origin, host)
 
     async def refresh_auth(self, error: ExpiredTokenError) -> None:
         await self._auth.refresh(self._sender, error)
 
     async def aclose(self) -> None:
         await self._sender.aclose()
+
+
+def _refreshable(error: InvalidCredentialsError, generation: int) -> ExpiredTokenError:
+    """``invalid_token`` as the error the scheduler refreshes on, once."""
+    refresh = ExpiredTokenError(
+        error.message, code=error.code, status=error.status, method=error.method
+    )
+    refresh.auth_generation = generation
+    return refresh
 
 
 def _hosts(follow_redirects_to: str | Iterable[str]) -> frozenset[str]:

@@ -23,7 +23,6 @@ __all__ = [
     "is_loopback",
     "parse_portal",
     "parse_webhook",
-    "same_portal_family",
 ]
 
 _WEBHOOK_PATH = re.compile(r"^/rest/(?P<user>[1-9][0-9]*)/(?P<code>[A-Za-z0-9_-]+)/?$")
@@ -151,21 +150,3 @@ def parse_portal(portal: str) -> Endpoint:
 def check_origin(field: str, url: str) -> tuple[str, str]:
     """Public form of the scheme/host check, for token endpoints and redirect targets."""
     return _origin(field, url)
-
-
-def same_portal_family(old: str, new: str) -> bool:
-    """Whether a domain-change redirect from ``old`` to ``new`` stays with the portal.
-
-    The same host, or two hosts under one Bitrix24 cloud domain (both
-    ``*.bitrix24.<tld>``): a portal renamed within the cloud (facts §7, "Domain
-    change"). Anything else needs the user's allow-list.
-    """
-    if old == new:
-        return True
-    old_tail, new_tail = old.split(".")[-2:], new.split(".")[-2:]
-    return (
-        len(old_tail) == 2
-        and old_tail == new_tail
-        and old_tail[0].startswith("bitrix24")
-        and new.count(".") >= 2
-    )

@@ -129,6 +129,12 @@ def test_every_option_is_typed() -> None:
         "retry",
         "timeout",
         "follow_redirects_to",
+        "max_body_bytes",
+        "trust_env",
+        "proxy",
+        "ssl",
+        "insecure_skip_tls_verify",
+        "headers",
         "page_size",
     }
     assert ClientOptions.__required_keys__ == frozenset()

@@ -1,5 +1,9 @@
-"""Domain-change redirects (facts §7): re-POSTed by hand with the same body, but
-only to the same portal family or an allow-listed host (SPEC §2.7)."""
+"""Domain-change redirects (api-facts §7): re-POSTed by hand with the same body, but
+only to the same host or an allow-listed one, never https to http (design §2.7).
+
+Another ``*.bitrix24.<tld>`` host is another tenant: a renamed cloud portal is
+followed only when the user allow-lists its new name.
+"""
 
 from __future__ import annotations
 
@@ -24,13 +28,13 @@ def v3(origin: str, method: str = ADD) -> str:
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
-async def test_same_family_redirect_is_reposted(mock: MockPortal, status: int) -> None:
+async def test_allow_listed_rename_is_reposted(mock: MockPortal, status: int) -> None:
     old, new = "https://old.bitrix24.com", "https://new.bitrix24.com"
     mock.post(v3(old), status=status, headers={"Location": v3(new)})
     mock.post(v3(new), payload=ok({"item": item(7)}))
     mock.post(v3(new, LIST), payload=ok({"items": [item(7)]}))
 
-    async with webhook_on(old) as client:
+    async with webhook_on(old, follow_redirects_to="new.bitrix24.com") as client:
         result = await client.add(42, "Done")
         # The portal moved: later calls go to the new address directly.
         listed = await client.list(42)
@@ -48,12 +52,12 @@ async def test_same_family_redirect_is_reposted(mock: MockPortal, status: int) -
     assert len(mock.sent_to(v3(new, LIST))) == 1
 
 
-async def test_same_family_redirect_oauth(mock: MockPortal) -> None:
+async def test_allow_listed_rename_oauth(mock: MockPortal) -> None:
     old, new = "https://old.bitrix24.de", "https://renamed.bitrix24.de"
     mock.post(f"{old}/rest/api/{ADD}", status=302, headers={"Location": f"{new}/rest/api/{ADD}"})
     mock.post(f"{new}/rest/api/{ADD}", payload=ok({"item": item(7)}))
 
-    async with oauth_client(portal=old) as client:
+    async with oauth_client(portal=old, follow_redirects_to=[new]) as client:
         await client.add(42, "Done")
 
     [again] = mock.sent_to(f"{new}/rest/api/{ADD}")
@@ -67,6 +71,8 @@ async def test_same_family_redirect_oauth(mock: MockPortal) -> None:
         "https://evil.example/rest/api/1/abc123/tasks.task.result.add",
         "https://old.bitrix24.com.evil.example/rest/api/1/abc123/tasks.task.result.add",
         "https://bitrix24.com/",
+        # Another tenant of the same cloud is not this portal.
+        "https://evil.bitrix24.com/rest/api/1/abc123/tasks.task.result.add",
         # The same family, but over plain HTTP: the code would travel in clear text.
         "http://new.bitrix24.com/rest/api/1/abc123/tasks.task.result.add",
         "ftp://new.bitrix24.com/",
@@ -113,7 +119,7 @@ async def test_redirect_loop_is_refused(mock: MockPortal) -> None:
     mock.post(v3(a), status=302, headers={"Location": v3(b)}, repeat=True)
     mock.post(v3(b), status=302, headers={"Location": v3(a)}, repeat=True)
 
-    async with webhook_on(a) as client:
+    async with webhook_on(a, follow_redirects_to=["a.bitrix24.com", "b.bitrix24.com"]) as client:
         with pytest.raises(RedirectRefusedError):
             await client.add(42, "Done")
 
