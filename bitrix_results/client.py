@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from os import urandom
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Unpack
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack
 
 import msgspec
 
@@ -45,7 +45,7 @@ from ._transport.auth import DEFAULT_TOKEN_URL
 from ._transport.codec import decode_result
 from ._transport.types import Api, Reply, Transport
 from ._transport.urls import METHOD_NAME, check_origin, parse_portal, parse_webhook
-from .errors import InvalidInputError
+from .errors import DecodeError, InvalidInputError, OutcomeUnknownError
 from .models import RESULT_FIELDS, BoolBody, ItemBody, ItemsBody, LegacyTaskResult, TaskResult
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = ["ClientOptions", "ResultsClient"]
 
 logger = logging.getLogger("bitrix_results")
+_T = TypeVar("_T")
 
 ADD = "tasks.task.result.add"
 ADD_FROM_CHAT = "tasks.task.result.addfromchatmessage"
@@ -281,7 +282,7 @@ class ResultsClient:
             idempotency_key=key,
         )
         reply = await self._scheduler.execute(call, self._transport)
-        return decode_result(reply.result, ItemBody, method=method).item
+        return _written(reply.result, ItemBody, method).item
 
     # -- REST 3.0 ------------------------------------------------------------------
 
@@ -413,7 +414,7 @@ class ResultsClient:
         raw = await self._run(
             ADD_FROM_COMMENT, params, api="v2", retry_class=RetryClass.UNKEYED_WRITE
         )
-        return decode_result(raw, LegacyTaskResult, method=ADD_FROM_COMMENT, strict=False)
+        return _written(raw, LegacyTaskResult, ADD_FROM_COMMENT, strict=False)
 
     async def delete_from_comment(self, comment_id: int) -> None:
         """Unpin a comment's result; the comment stays (REST v2 ``deleteFromComment``, §5.8)."""
@@ -490,3 +491,16 @@ def _list_params(task_id: int, *, status: str | None, author_id: int | None) -> 
         conditions.append(["authorId", "=", check.positive_int("author_id", author_id)])
     # Always name the fields: without `select` a v3 list may return only `id` (api-facts §4.3).
     return {"filter": conditions, "select": RESULT_FIELDS}
+
+
+def _written(raw: msgspec.Raw, target: type[_T], method: str, *, strict: bool = True) -> _T:
+    """Decode the result of a write the portal said it executed.
+
+    A result we cannot read does not undo the write: the caller must not take
+    it as failed and send it again, so it is :class:`OutcomeUnknownError`
+    (design §2.3), with the decoding error as its cause.
+    """
+    try:
+        return decode_result(raw, target, method=method, strict=strict)
+    except DecodeError as exc:
+        raise OutcomeUnknownError(method, exc) from exc

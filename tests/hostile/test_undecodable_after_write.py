@@ -59,3 +59,20 @@ async def test_a_read_answered_with_html_is_still_a_decode_error(serve: ServeFac
         with pytest.raises(DecodeError):
             await client.list(42)
     assert len(server.received) == 1
+
+
+@pytest.mark.parametrize("api", ["v3", "v2"])
+async def test_a_successful_write_whose_result_cannot_be_read_is_an_unknown_outcome(
+    serve: ServeFactory, api: str
+) -> None:
+    # The envelope says the write ran; only its result is not the shape we
+    # know. Reporting a failure would invite sending it again.
+    server = await serve(_script(ok({"item": "not an item"} if api == "v3" else [1, 2])))
+    async with webhook(server.origin, attempts=3) as client:
+        with pytest.raises(OutcomeUnknownError) as info:
+            if api == "v3":
+                await client.add(42, "Done")
+            else:
+                await client.add_from_comment(5)
+    assert isinstance(info.value.cause, DecodeError)
+    assert len(server.received) == 1
