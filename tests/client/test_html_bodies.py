@@ -81,15 +81,18 @@ async def test_html_with_status_200(mock: MockPortal) -> None:
 
 
 async def test_unexpected_result_shape(mock: MockPortal) -> None:
-    # Valid JSON, wrong ``result`` for the method: a DecodeError, not a KeyError.
+    # Valid JSON, wrong ``result`` for the method: a typed error, not a KeyError.
+    # The portal said the add ran, so the outcome is unknown, not failed.
     mock.post(ADD, payload=ok({"items": "nope"}))
 
     async with WEBHOOK.make() as client:
-        with pytest.raises(DecodeError) as info:
+        with pytest.raises(OutcomeUnknownError) as info:
             await client.add(42, "Done")
 
-    assert info.value.status == 200
-    assert info.value.method == "tasks.task.result.add"
+    cause = info.value.cause
+    assert isinstance(cause, DecodeError)
+    assert cause.status == 200
+    assert cause.method == "tasks.task.result.add"
 
 
 async def test_json_content_type_with_html_body(mock: MockPortal) -> None:
