@@ -139,6 +139,9 @@ async def bulk_add(client: BulkPort, items: Items, **options: Unpack[BulkOptions
         retries=retries,
         wait_seconds=(after.bucket_wait_seconds + after.budget_wait_seconds)
         - (before.bucket_wait_seconds + before.budget_wait_seconds),
+        resent=job.delivery.resent,
+        add_requests=job.delivery.add_requests,
+        add_commands=job.delivery.add_commands,
     )
     if aborted is not None:
         raise BulkAbortedError(report, aborted) from aborted

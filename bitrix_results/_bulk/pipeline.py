@@ -4,6 +4,11 @@ The first item of a job goes alone, so every batch after it has a watermark
 (see ``claims.py``). A programmer error (an input that is not an item, a
 journal of another input, an exception in ``on_progress``) stops the feeding;
 the work in flight still settles and is reported, then the error is raised.
+
+A failure of the whole job (credentials the portal refuses, a portal that
+cannot be reached: see ``delivery.py``) stops it at once instead: the work in
+flight is abandoned, its items are neither created nor failed in the outcomes
+(a journal keeps them pending for the next run), and the error is raised.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from .. import _validate as check
 from ..errors import InvalidInputError
 from ..models import NewResult
 from .claims import PRUNE_AT, Claims, Entry, digest, key_for
-from .delivery import Delivery
+from .delivery import Delivery, JobStopped
 from .journal import Journal
 from .port import BulkPort
 from .streams import aiter_any, unwrap
@@ -49,6 +54,15 @@ class _StopFeeding(Exception):
     def __init__(self, error: Exception) -> None:
         super().__init__(error)
         self.error = error
+
+
+def _first(group: BaseExceptionGroup[JobStopped]) -> JobStopped:
+    """The first :class:`JobStopped` of a (nested) group."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    assert isinstance(error, JobStopped)
+    return error
 
 
 class Job:
@@ -127,7 +141,13 @@ class Job:
                         tg.start_soon(self._worker, units_recv, out)
                     async with units_send:
                         await self._feed(items, units_send, out)
+        except JobStopped as stopped:
+            raise stopped.cause from None
         except BaseExceptionGroup as group:
+            # Several units may meet the job's failure at once: the first one says why.
+            stop, _ = group.split(JobStopped)
+            if stop is not None:
+                raise _first(stop).cause from None
             raise unwrap(group) from None
         finally:
             if self.claims.journal is not None:

@@ -37,7 +37,7 @@ class _V2Batch(msgspec.Struct):
     result_error: dict[str, _V2Error] | list[_V2Error] = msgspec.field(default_factory=dict)
 
 
-async def results_of_many(
+def results_of_many(
     client: BulkPort,
     task_ids: Iterable[int] | AsyncIterable[int],
     *,
@@ -50,9 +50,24 @@ async def results_of_many(
     task by id; REST v2 returns each task's results whole. Tasks come back in the
     order they finish, one :class:`ResultsOfTask` per id given (a repeated id is
     read again); a task the portal refuses carries its ``error``.
+
+    The arguments are checked here, when called, so a mistake (``task_ids=None``)
+    is a TypeError naming the argument before anything is sent.
     """
+    if isinstance(task_ids, str | bytes) or not isinstance(task_ids, Iterable | AsyncIterable):
+        raise TypeError(f"task_ids: must be an iterable of task ids, got {type(task_ids).__name__}")
     check.choice("api", api, ("v2", "v3"))
-    workers = check.positive_int("concurrency", concurrency) if concurrency is not None else 4
+    workers = check.positive_int("concurrency", concurrency) if concurrency is not None else None
+    return _results_of_many(client, task_ids, api, workers)
+
+
+async def _results_of_many(
+    client: BulkPort,
+    task_ids: Iterable[int] | AsyncIterable[int],
+    api: Api,
+    concurrency: int | None,
+) -> AsyncIterator[ResultsOfTask]:
+    workers = concurrency if concurrency is not None else 4
     rule = PageRule()
 
     async def read(group: list[int]) -> list[ResultsOfTask]:
@@ -107,10 +122,25 @@ async def read_one(client: BulkPort, task_id: int, api: Api, *, after: int = 0) 
 async def read_v3(
     client: BulkPort, group: list[int], *, rule: PageRule, after: int = 0
 ) -> list[ResultsOfTask]:
-    """Read a group of tasks (results with ids above ``after``) with REST 3.0 batches."""
+    """Read a group of tasks (results with ids above ``after``) with REST 3.0 batches.
+
+    One task the portal refuses fails the whole batch (api-facts §3.2): the
+    group is then split in halves, recursively, so a refused task costs
+    O(log n) extra requests and is read alone to get its own error.
+    """
     collected: dict[int, list[TaskResult]] = {t: [] for t in group}
     after_ids: dict[int, int] = dict.fromkeys(group, after)
-    open_tasks = list(group)
+    return await _read_open(client, list(group), after_ids, collected, rule)
+
+
+async def _read_open(
+    client: BulkPort,
+    open_tasks: list[int],
+    after_ids: dict[int, int],
+    collected: dict[int, list[TaskResult]],
+    rule: PageRule,
+) -> list[ResultsOfTask]:
+    """Page ``open_tasks`` on from ``after_ids`` to their end, adding to ``collected``."""
     done: list[ResultsOfTask] = []
     size = client.page_size
     while open_tasks:
@@ -129,14 +159,20 @@ async def read_v3(
             pages = decode_result(reply.result, list[ItemsBody], method="batch")
         except PortalError:
             # One task the portal refuses fails the whole REST 3.0 batch
-            # (api-facts §3.2): read this group's tasks one by one to isolate it.
+            # (api-facts §3.2): read the halves apart to isolate it.
             pages = None
+        if (pages is None or len(pages) != len(open_tasks)) and len(open_tasks) == 1:
+            # Alone, a plain list call: a refusal is this task's own error.
+            (task_id,) = open_tasks
+            single = await read_one(client, task_id, "v3", after=after_ids[task_id])
+            if single.error is None:
+                single = ResultsOfTask(task_id, [*collected.pop(task_id), *single.results])
+            done.append(single)
+            return done
         if pages is None or len(pages) != len(open_tasks):
-            for task_id in open_tasks:
-                single = await read_one(client, task_id, "v3", after=after_ids[task_id])
-                if single.error is None:
-                    single = ResultsOfTask(task_id, [*collected[task_id], *single.results])
-                done.append(single)
+            half = (len(open_tasks) + 1) // 2
+            for part in (open_tasks[:half], open_tasks[half:]):
+                done += await _read_open(client, part, after_ids, collected, rule)
             return done
         still_open: list[int] = []
         for task_id, page in zip(open_tasks, pages, strict=True):

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal, TypedDict
 from ..models import LegacyTaskResult, NewResult, TaskResult
 
 if TYPE_CHECKING:
+    from .._scheduler.limits import Limits
     from .._scheduler.stats import SchedulerStatistics
     from ..errors import BitrixError
 
@@ -129,6 +130,63 @@ class BulkReport:
     operating_limit_hits: int = 0
     retries: dict[str, int] = field(default_factory=dict)
     wait_seconds: float = 0.0
+    #: Rows a failed batch left absent (rolled back, or never run) that were sent
+    #: again, each counted once however many times it went.
+    resent: int = 0
+    #: Requests carrying adds that the job sent (a batch is one; the scheduler's
+    #: retries of one request are not counted again), and the adds they carried.
+    add_requests: int = 0
+    add_commands: int = 0
+
+    def ideal_seconds(self, limits: Limits) -> float:
+        """The theoretical lower bound (design §4) for the requests this job sent.
+
+        The time an ideal client would need for the requests this job actually
+        sent, so ``elapsed / ideal_seconds(limits)`` is never below 1 (give the
+        limits the client ran with). Two bounds hold at once and the larger is
+        taken:
+
+        - the bucket: every request that reached the portal's bucket (sent,
+          minus the 503 and 429 answers and connect failures, which an ideal
+          client would not have sent) is one request of it;
+        - the operating budget of ``tasks.task.result.add``: the adds sent, at
+          the per-add cost the scheduler learned from the portal's answers
+          (unknown: the budget is taken not to bind), in requests of as many
+          adds as the job's requests carried on average (rounded down).
+
+        Both count from the first request to the admission of the last, so the
+        job's own time (latency, the last answer) only adds to ``elapsed``.
+        """
+        from .._bound import ideal_finish_time
+        from .._scheduler.limits import Limits
+
+        refused = self.rate_limit_hits + self.operating_limit_hits + self.retries.get("connect", 0)
+        admitted = max(0, self.requests - refused)
+        bound = ideal_finish_time(admitted, limits)
+        learned = [
+            b.cost
+            for (_, method), b in self.statistics.budgets.items()
+            if method == ADD and b.cost is not None
+        ]
+        if learned and self.add_requests > 0:
+            # The budget alone: a bucket that never binds.
+            budget_only = Limits(
+                burst=2**62,
+                drain_per_second=1e18,
+                operating_limit=limits.operating_limit,
+                operating_window=limits.operating_window,
+            )
+            per_request = max(1, self.add_commands // self.add_requests)
+            bound = max(
+                bound,
+                ideal_finish_time(
+                    self.add_requests,
+                    budget_only,
+                    cost=min(learned),
+                    units_per_request=per_request,
+                ),
+            )
+        return bound
 
     def failures_by_reason(self) -> dict[str, int]:
         """Failed items counted by error class name (``InvalidInputError``, ...)."""

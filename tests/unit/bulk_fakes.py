@@ -21,7 +21,12 @@ from bitrix_results._bulk.types import ADD, LIST
 from bitrix_results._scheduler import SchedulerStatistics
 from bitrix_results._transport import Call
 from bitrix_results._transport.types import Reply
-from bitrix_results.errors import ConnectionLostError, OutcomeUnknownError, portal_error
+from bitrix_results.errors import (
+    BitrixError,
+    ConnectionLostError,
+    OutcomeUnknownError,
+    portal_error,
+)
 from bitrix_results.models import RESULT_FIELDS, LegacyTaskResult, TaskResult
 
 
@@ -53,6 +58,14 @@ class FakePort:
         self.replays: dict[str, TaskResult] = {}
         # Tasks the portal refuses: adds and lists on them fail with "not found".
         self.forbidden: set[int] = set()
+        # Texts the portal's validation refuses in an add (the task itself is fine).
+        self.bad_texts: set[str] = set()
+        # A refused command rolls the whole batch back (the SDK's reading of
+        # api-facts §3.2); False keeps the commands before it (the other reading).
+        self.rollback = False
+        # Raised by every request before anything runs (wrong credentials, a
+        # portal that cannot be reached), while set.
+        self.refuse_all: BitrixError | None = None
         # How many of the next add batches execute and then lose their answer.
         self.lose_batches = 0
         # Every n-th add batch (1-based) executes and loses its answer.
@@ -82,21 +95,34 @@ class FakePort:
     def all_results(self) -> list[TaskResult]:
         return [r for results in self.tasks.values() for r in results]
 
-    def _refuse(self, task_id: int, method: str) -> None:
+    def _refuse(self, task_id: int, method: str, text: str | None = None) -> None:
         if task_id in self.forbidden:
             raise portal_error(code="0", message="Task not found.", status=400, method=method)
+        if text is not None and text in self.bad_texts:
+            raise portal_error(
+                code="BITRIX_REST_V3_EXCEPTION_VALIDATION_REQUESTVALIDATIONEXCEPTION",
+                message="Text is refused.",
+                status=400,
+                method=method,
+            )
+
+    async def _arrive(self, kind: str) -> None:
+        """Every request: a turn of the loop, counted, refused if the portal says so."""
+        await anyio.lowlevel.checkpoint()
+        self.requests[kind] += 1
+        if self.refuse_all is not None:
+            raise self.refuse_all
 
     # -- the port ------------------------------------------------------------------
 
     async def add(
         self, task_id: int, text: str, *, idempotency_key: str | None = None
     ) -> TaskResult:
-        await anyio.lowlevel.checkpoint()
-        self.requests["add"] += 1
+        await self._arrive("add")
         if idempotency_key is not None and idempotency_key in self.replays:
             result = self.replays[idempotency_key]
         else:
-            self._refuse(task_id, ADD)
+            self._refuse(task_id, ADD, text)
             result = self.create(task_id, text)
             if idempotency_key is not None:
                 self.replays[idempotency_key] = result
@@ -116,24 +142,32 @@ class FakePort:
         raise portal_error(code="0", message="Result not found.", status=404, method="delete")
 
     async def execute(self, call: Call) -> Reply:
-        await anyio.lowlevel.checkpoint()
         assert (call.method, call.api) == ("batch", "v3"), call
         commands: list[Mapping[str, Any]] = list(call.params)  # type: ignore[arg-type]
         methods = {c["method"] for c in commands}
         if methods == {ADD}:
+            await self._arrive("add batch")
             return await self._add_batch(commands)
         assert methods == {LIST}, methods
+        await self._arrive("list batch")
         return self._list_batch(commands)
 
     async def _add_batch(self, commands: list[Mapping[str, Any]]) -> Reply:
-        self.requests["add batch"] += 1
         self._batches += 1
         bodies = []
+        created: list[TaskResult] = []
         for command in commands:
             fields = command["query"]["fields"]
-            # A refused command keeps the prefix before it (no rollback).
-            self._refuse(fields["taskId"], ADD)
-            bodies.append({"item": self.create(fields["taskId"], fields["text"])})
+            try:
+                self._refuse(fields["taskId"], ADD, fields["text"])
+            except BitrixError:
+                if self.rollback:
+                    for result in created:
+                        self.tasks[result.task_id].remove(result)
+                # Else the commands before it stay (the keep-prefix reading).
+                raise
+            created.append(self.create(fields["taskId"], fields["text"]))
+            bodies.append({"item": created[-1]})
         if self.hang_batches:
             await anyio.sleep_forever()
         lose_this = self.lose_every_batch and self._batches % self.lose_every_batch == 0
@@ -144,7 +178,6 @@ class FakePort:
         return Reply(200, msgspec.Raw(msgspec.json.encode(bodies)), None)
 
     def _list_batch(self, commands: list[Mapping[str, Any]]) -> Reply:
-        self.requests["list batch"] += 1
         pages = []
         for command in commands:
             query = command["query"]
@@ -162,15 +195,14 @@ class FakePort:
         return [r for r in self.tasks[task_id] if r.id > after][:size]
 
     async def iter_results(self, task_id: int, *, after_id: int = 0) -> AsyncIterator[TaskResult]:
-        await anyio.lowlevel.checkpoint()
-        self.requests["list"] += 1
+        await self._arrive("list")
         self._refuse(task_id, LIST)
         for result in self.tasks[task_id]:
             if result.id > after_id:
                 yield result
 
     async def list_legacy(self, task_id: int) -> builtins.list[LegacyTaskResult]:
-        await anyio.lowlevel.checkpoint()
+        await self._arrive("legacy list")
         self._refuse(task_id, LIST)
         return [
             LegacyTaskResult(id=r.id, task_id=r.task_id, text=r.text) for r in self.tasks[task_id]

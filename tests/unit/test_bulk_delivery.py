@@ -92,22 +92,28 @@ async def test_a_refused_command_fails_alone_and_the_executed_prefix_is_kept() -
     assert port.tasks[9] == []
 
 
-async def test_a_lost_single_answer_is_replayed_by_its_key() -> None:
+async def test_a_lost_single_answer_is_settled_by_its_task_not_a_second_send() -> None:
     port, claims = FakePort(), Claims()
-    port.lose_adds = 2
+    with_history(port, claims, [1], "old")
+    # The scheduler already replayed the key and gave up: the job looks at the
+    # task instead of multiplying the scheduler's retries.
+    port.lose_adds = 1
     (sent,) = entries([NewResult(1, "Done")])
     (outcome,) = await Delivery(port, claims).single(sent)
     assert outcome.status == "created"
-    assert len(port.tasks[1]) == 1
-    assert port.requests["add"] == 3
+    assert [r.text for r in port.tasks[1]] == ["old", "Done"]
+    assert port.requests == {"add": 1, "list batch": 1}
 
 
-async def test_a_single_lost_every_round_without_a_watermark_stops_the_job() -> None:
+async def test_a_single_lost_without_a_watermark_stops_after_one_send() -> None:
+    # A silent first item: each send is the scheduler's whole retry policy, so the
+    # job sends it once (not 3 x 3 times) and stops: nothing else can settle it.
     port, claims = FakePort(), Claims()
     port.lose_adds = 100
     (sent,) = entries([NewResult(1, "Done")])
     with pytest.raises(OutcomeUnknownError):
         await Delivery(port, claims).single(sent)
+    assert port.requests == {"add": 1}
 
 
 async def test_a_single_lost_every_round_is_settled_by_looking_at_its_task() -> None:

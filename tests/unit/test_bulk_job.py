@@ -123,13 +123,14 @@ async def test_a_resumed_job_reconciles_the_batches_its_last_run_left_in_flight(
 
 
 async def test_results_of_many_pages_each_task_and_isolates_a_refused_one() -> None:
-    port = FakePort(page_size=5, cap=3)
-    for i in range(23):
+    # The portal caps pages at 12 of the 20 asked (api-facts §4.3).
+    port = FakePort(page_size=20, cap=12)
+    for i in range(61):
         port.create(1 + i % 2, f"r{i}")
     port.forbidden = {7}
     got = {t.task_id: t async for t in results_of_many(port, [1, 7, 2])}
-    assert [r.text for r in got[1].results] == [f"r{i}" for i in range(0, 23, 2)]
-    assert [r.text for r in got[2].results] == [f"r{i}" for i in range(1, 23, 2)]
+    assert [r.text for r in got[1].results] == [f"r{i}" for i in range(0, 61, 2)]
+    assert [r.text for r in got[2].results] == [f"r{i}" for i in range(1, 61, 2)]
     assert isinstance(got[7].error, NotFoundError)
 
 
