@@ -17,8 +17,14 @@
 (c) ``client.results_of_many`` over 10,000 tasks seeded with 1-5 results each, against
     the batch bound (``ceil(10000 / 50)`` requests of 50 list commands), bucket- and
     operating-bound, plus a variant where the first task has 60 results.
+(d) ``client.results_of_many`` with its default in flight against a raw concurrent
+    batch reader (plain aiohttp: every batch of 50 list commands sent at once, up to
+    the bucket's burst less the client's headroom, so it never meets a 503), both
+    reading the same tasks from the same fake portal with 25 ms of injected latency,
+    alternating, in one run: the median seconds of each and their ratio (target
+    <= 1.05).
 
-    python benchmarks/bench_bulk.py [--quick] [--only a,b,c] [--json-out FILE]
+    python benchmarks/bench_bulk.py [--quick] [--only a,b,c,d] [--json-out FILE]
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from _common import (
     OPEN_TASKS,
     UNLIMITED,
@@ -52,6 +59,8 @@ from _common import (
 
 from bitrix_results import NewResult, ResultsClient
 from bitrix_results._bound import ideal_finish_time
+from bitrix_results._paging import page_query
+from bitrix_results._scheduler import DEFAULT_HEADROOM
 from bitrix_results.testing import FakePortal, PortalConfig, serve_portal_in_thread
 
 TARGET_RATIO = 1.05
@@ -346,12 +355,101 @@ def run_c(regime: str, plan: str, scale: float, extra: dict[str, Any], first: in
     }
 
 
+# -- (d) results_of_many against a raw concurrent batch reader -------------------------
+
+LATENCY = 0.025
+READ_ROUNDS = 5
+
+
+async def _raw_read(url: str, task_ids: list[int], in_flight: int) -> float:
+    """Every batch of 50 list commands sent at once (at most ``in_flight``), no library."""
+    batch_url = url.replace("/rest/", "/rest/api/", 1) + "batch"
+    groups = [task_ids[i : i + BATCH] for i in range(0, len(task_ids), BATCH)]
+    gate = asyncio.Semaphore(in_flight)
+    read = 0
+
+    async def one(http: aiohttp.ClientSession, group: list[int]) -> None:
+        nonlocal read
+        body = [{"method": LIST, "query": page_query(t, 0, BATCH)} for t in group]
+        async with gate, http.post(batch_url, json=body) as resp:
+            reply = await resp.json()
+        assert resp.status == 200, reply
+        read += sum(len(page["items"]) for page in reply["result"])
+
+    connector = aiohttp.TCPConnector(limit=in_flight)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        started = time.monotonic()
+        await asyncio.gather(*(one(http, g) for g in groups))
+        elapsed = time.monotonic() - started
+    assert read > 0
+    return elapsed
+
+
+async def _library_read(url: str, config: PortalConfig, task_ids: list[int]) -> float:
+    async with ResultsClient.from_webhook(url, limits=limits_of(config)) as client:
+        started = time.monotonic()
+        read = 0
+        async for done in client.results_of_many(task_ids):
+            assert done.error is None, done.error
+            read += len(done.results)
+        elapsed = time.monotonic() - started
+    assert read > 0
+    return elapsed
+
+
+def run_d(tasks: int, scale: float) -> dict[str, Any]:
+    config = PortalConfig(scale=scale, latency=LATENCY, method_costs={LIST: 0.005})
+    portal = FakePortal(config)
+    task_ids = []
+    for offset in range(tasks):
+        task_id = FIRST_TASK + offset
+        portal.add_task(task_id)
+        for j in range(1 + offset % 5):
+            portal.add_result(task_id, f"seeded result {j} of task {task_id}")
+        task_ids.append(task_id)
+    # The raw reader may fill the bucket as the client may (burst less headroom).
+    raw_in_flight = config.effective_burst - DEFAULT_HEADROOM
+    raw: list[float] = []
+    ours: list[float] = []
+    with serve_portal_in_thread(portal) as running:
+        url = running.webhook_url
+        for _ in range(READ_ROUNDS):
+            # Alternating, and each after the bucket drained: the same conditions.
+            time.sleep(config.effective_burst / config.effective_drain)
+            raw.append(asyncio.run(_raw_read(url, task_ids, raw_in_flight)))
+            time.sleep(config.effective_burst / config.effective_drain)
+            ours.append(asyncio.run(_library_read(url, config, task_ids)))
+        stats = running.portal.stats()
+    raw_s, ours_s = sorted(raw)[len(raw) // 2], sorted(ours)[len(ours) // 2]
+    ratio = ours_s / raw_s
+    return {
+        "tasks": tasks,
+        "batches": math.ceil(tasks / BATCH),
+        "scale": scale,
+        "latency_s": LATENCY,
+        "raw_in_flight": raw_in_flight,
+        "rounds": READ_ROUNDS,
+        "raw_s": raw,
+        "results_of_many_s": ours,
+        "raw_median_s": raw_s,
+        "results_of_many_median_s": ours_s,
+        "ratio": ratio,
+        "portal_503": stats.rate_limited,
+        "portal_429": stats.operating_limited,
+        "meets_target": ratio <= TARGET_RATIO and stats.rate_limited == 0,
+    }
+
+
+FULL_D = [(2_000, 10.0), (10_000, 50.0)]
+QUICK_D = [(2_000, 10.0)]
+
+
 # -- main ----------------------------------------------------------------------------
 
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--only", default="a,b,c", help="parts to run, e.g. 'a,c'")
+    p.add_argument("--only", default="a,b,c,d", help="parts to run, e.g. 'a,c'")
     args = p.parse_args()
     parts = set(args.only.split(","))
     doc: dict[str, Any] = {
@@ -476,6 +574,29 @@ def main() -> None:
                         "yes" if r["meets_target"] else "NO",
                     )
                     for r in runs_c
+                ],
+            )
+        )
+    if "d" in parts:
+        runs_d = [run_d(*spec) for spec in (QUICK_D if args.quick else FULL_D)]
+        doc["results_of_many_vs_raw"] = runs_d
+        tables.append(
+            table(
+                f"(d) client.results_of_many vs a raw concurrent batch reader, "
+                f"{LATENCY * 1000:g} ms latency (target: ratio <= {TARGET_RATIO})",
+                ("tasks", "batches", "scale", "raw s", "ours s", "ratio", "503", "target met"),
+                [
+                    (
+                        r["tasks"],
+                        r["batches"],
+                        r["scale"],
+                        r["raw_median_s"],
+                        r["results_of_many_median_s"],
+                        r["ratio"],
+                        r["portal_503"],
+                        "yes" if r["meets_target"] else "NO",
+                    )
+                    for r in runs_d
                 ],
             )
         )

@@ -7,6 +7,7 @@ a lost batch above its watermark.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 
 import anyio
@@ -24,7 +25,7 @@ from .port import BulkPort
 from .streams import aiter_any, drain, unwrap
 from .types import LIST, MAX_BATCH, ResultsOfTask
 
-__all__ = ["read_v2", "read_v3", "results_of_many"]
+__all__ = ["InFlight", "read_v2", "read_v3", "results_of_many"]
 
 
 class _V2Error(msgspec.Struct):
@@ -61,13 +62,73 @@ def results_of_many(
     return _results_of_many(client, task_ids, api, workers)
 
 
+# Groups in flight before the client's bucket is known (no request sent yet).
+FIRST_WAVE = 8
+# Never more groups in flight than this, whatever the bucket allows: beyond it
+# the scheduler would only queue them, holding their results in memory.
+MAX_IN_FLIGHT = 64
+# While at the limit, how often to look at the bucket again (it drains with
+# time, not only when a read finishes): seconds, bucket known / not yet known.
+_POLL = 0.05
+_POLL_UNKNOWN = 0.005
+
+
+class InFlight:
+    """How many groups a bulk read has in flight: the caller's number, or one
+    derived from the client's bucket and the round trip it measures.
+
+    The default keeps the bucket busy without queueing in the scheduler for
+    nothing: as many requests as the bucket admits at once now (its capacity,
+    the burst less the headroom, minus its level, plus the reads already in
+    flight, which that level counts), and at least enough to keep its drain
+    busy over one round trip (``drain x round trip + 1``), so a read is never
+    bound by latency while the portal could take more (design §4).
+    """
+
+    def __init__(self, client: BulkPort, fixed: int | None = None) -> None:
+        self._client = client
+        self._fixed = fixed
+        self.busy = 0
+        self._round_trip: float | None = None
+        self._known = False
+        self._cond = anyio.Condition()
+
+    def limit(self) -> int:
+        if self._fixed is not None:
+            return self._fixed
+        bucket = self._client.statistics().bucket
+        self._known = bucket is not None
+        if bucket is None:
+            return FIRST_WAVE
+        free = math.floor(bucket.capacity - bucket.level) + self.busy
+        keep_busy = 1
+        if self._round_trip is not None:
+            keep_busy = math.ceil(bucket.drain_per_second * self._round_trip) + 1
+        return max(1, min(MAX_IN_FLIGHT, max(free, keep_busy)))
+
+    async def admit(self) -> None:
+        while self.busy >= self.limit():
+            async with self._cond:
+                with anyio.move_on_after(_POLL if self._known else _POLL_UNKNOWN):
+                    await self._cond.wait()
+        self.busy += 1
+
+    async def done(self, seconds: float) -> None:
+        """A group finished after ``seconds``: learn the round trip, free its place."""
+        # A moving average: one slow answer does not swing the limit.
+        rtt = self._round_trip
+        self._round_trip = seconds if rtt is None else 0.8 * rtt + 0.2 * seconds
+        self.busy -= 1
+        async with self._cond:
+            self._cond.notify_all()
+
+
 async def _results_of_many(
     client: BulkPort,
     task_ids: Iterable[int] | AsyncIterable[int],
     api: Api,
     concurrency: int | None,
 ) -> AsyncIterator[ResultsOfTask]:
-    workers = concurrency if concurrency is not None else 4
     rule = PageRule()
 
     async def read(group: list[int]) -> list[ResultsOfTask]:
@@ -76,30 +137,36 @@ async def _results_of_many(
         return await read_v2(client, group)
 
     async def run(out: MemoryObjectSendStream[ResultsOfTask]) -> None:
-        groups_send, groups_recv = anyio.create_memory_object_stream[list[int]](workers)
+        in_flight = InFlight(client, concurrency)
 
-        async def work() -> None:
-            async for group in groups_recv:
-                for done in await read(group):
-                    await out.send(done)
+        async def work(group: list[int]) -> None:
+            started = anyio.current_time()
+            try:
+                results = await read(group)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await in_flight.done(anyio.current_time() - started)
+            for done in results:
+                await out.send(done)
 
         try:
-            with groups_recv:
-                async with out, anyio.create_task_group() as tg:
-                    for _ in range(workers):
-                        tg.start_soon(work)
-                    async with groups_send:
-                        group: list[int] = []
-                        async for raw in aiter_any(task_ids):
-                            task_id = check.positive_int("task_id", raw)
-                            if len(group) == MAX_BATCH or task_id in group:
-                                # A repeated id goes to the next request, so each
-                                # occurrence gets its own answer.
-                                await groups_send.send(group)
-                                group = []
-                            group.append(task_id)
-                        if group:
-                            await groups_send.send(group)
+            async with out, anyio.create_task_group() as tg:
+
+                async def start(group: list[int]) -> None:
+                    await in_flight.admit()
+                    tg.start_soon(work, group)
+
+                group: list[int] = []
+                async for raw in aiter_any(task_ids):
+                    task_id = check.positive_int("task_id", raw)
+                    if len(group) == MAX_BATCH or task_id in group:
+                        # A repeated id goes to the next request, so each
+                        # occurrence gets its own answer.
+                        await start(group)
+                        group = []
+                    group.append(task_id)
+                if group:
+                    await start(group)
         except BaseExceptionGroup as eg:
             raise unwrap(eg) from None
 
