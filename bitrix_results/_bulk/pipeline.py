@@ -31,7 +31,7 @@ from .claims import PRUNE_AT, Claims, Entry, digest, key_for
 from .delivery import Delivery, JobStopped
 from .journal import Journal
 from .port import BulkPort
-from .streams import aiter_any, unwrap
+from .streams import aiter_any, send, unwrap
 from .types import MAX_BATCH, BulkOptions, BulkProgress, Outcome, check_options
 from .verify import Ambiguity, Reported, verify
 
@@ -278,7 +278,7 @@ class Job:
                 self.created += 1
             else:
                 self.failed += 1
-            await out.send(outcome)
+            await send(out, outcome)
         if self.on_progress is not None and settled and self._error is None:
             try:
                 report = self.on_progress(self.progress())

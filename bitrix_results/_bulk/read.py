@@ -22,7 +22,7 @@ from .._transport.types import Api
 from ..errors import PortalError, portal_error
 from ..models import ItemsBody, LegacyTaskResult, TaskResult
 from .port import BulkPort
-from .streams import aiter_any, drain, unwrap
+from .streams import aiter_any, drain, send, unwrap
 from .types import LIST, MAX_BATCH, ResultsOfTask
 
 __all__ = ["InFlight", "read_v2", "read_v3", "results_of_many"]
@@ -147,7 +147,7 @@ async def _results_of_many(
                 with anyio.CancelScope(shield=True):
                     await in_flight.done(anyio.current_time() - started)
             for done in results:
-                await out.send(done)
+                await send(out, done)
 
         try:
             async with out, anyio.create_task_group() as tg:

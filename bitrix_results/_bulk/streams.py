@@ -16,7 +16,7 @@ from typing import TypeVar
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
-__all__ = ["aiter_any", "drain", "size_of", "unwrap"]
+__all__ = ["aiter_any", "drain", "send", "size_of", "unwrap"]
 
 T = TypeVar("T")
 
@@ -29,6 +29,18 @@ async def aiter_any(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
     else:
         for item in items:
             yield item
+
+
+async def send(stream: MemoryObjectSendStream[T], value: T) -> None:
+    """``stream.send(value)``, without a turn of the event loop while there is room.
+
+    A bulk read streams thousands of small values: a loop turn for each would
+    cost more than the reading itself. Backpressure is the same: a full stream waits.
+    """
+    try:
+        stream.send_nowait(value)
+    except anyio.WouldBlock:
+        await stream.send(value)
 
 
 def size_of(items: object) -> int | None:
@@ -60,7 +72,18 @@ async def drain(
     send, receive = anyio.create_memory_object_stream[T](buffer)
     task = asyncio.ensure_future(work(send))
     try:
-        async for value in receive:
+        while True:
+            # Values already buffered are taken without a turn of the event loop
+            # each; an empty buffer waits (and is where cancellation lands).
+            try:
+                value = receive.receive_nowait()
+            except anyio.WouldBlock:
+                try:
+                    value = await receive.receive()
+                except anyio.EndOfStream:
+                    break
+            except anyio.EndOfStream:
+                break
             yield value
         await task
     finally:
