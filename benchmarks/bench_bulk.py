@@ -57,6 +57,7 @@ from _common import (
     rss_mb,
     table,
 )
+from aiolimiter import AsyncLimiter
 
 from bitrix_results import NewResult, ResultsClient
 from bitrix_results._bound import ideal_finish_time
@@ -364,18 +365,28 @@ READ_ROUNDS = 9
 OLD_IN_FLIGHT = 4
 
 
-async def _raw_read(url: str, task_ids: list[int], in_flight: int) -> float:
-    """Every batch of 50 list commands sent at once (at most ``in_flight``), no library."""
+async def _raw_read(
+    url: str, task_ids: list[int], in_flight: int, drain: float
+) -> tuple[float, int]:
+    """Every batch of 50 list commands sent at once (at most ``in_flight``), no library
+    but a leaky bucket (aiolimiter) of the portal's burst and drain, as any reader has."""
     batch_url = url.replace("/rest/", "/rest/api/", 1) + "batch"
     groups = [task_ids[i : i + BATCH] for i in range(0, len(task_ids), BATCH)]
     gate = asyncio.Semaphore(in_flight)
-    read = 0
+    bucket = AsyncLimiter(in_flight, in_flight / drain)
+    read = refused = 0
 
     async def one(http: aiohttp.ClientSession, group: list[int]) -> None:
-        nonlocal read
+        nonlocal read, refused
         body = [{"method": LIST, "query": page_query(t, 0, BATCH)} for t in group]
-        async with gate, http.post(batch_url, json=body) as resp:
-            reply = await resp.json()
+        while True:
+            async with gate, bucket, http.post(batch_url, json=body) as resp:
+                reply = await resp.json()
+            if resp.status != 503:
+                break
+            # Arrival jitter let the portal's bucket run over: wait a drip, send again.
+            refused += 1
+            await asyncio.sleep(1 / drain)
         assert resp.status == 200, reply
         read += sum(len(page["items"]) for page in reply["result"])
 
@@ -385,13 +396,14 @@ async def _raw_read(url: str, task_ids: list[int], in_flight: int) -> float:
         await asyncio.gather(*(one(http, g) for g in groups))
         elapsed = time.monotonic() - started
     assert read > 0
-    return elapsed
+    return elapsed, refused
 
 
 async def _library_read(
-    url: str, config: PortalConfig, task_ids: list[int], in_flight: int | None = None
+    url: str, config: PortalConfig, task_ids: list[int], headroom: int, in_flight: int | None = None
 ) -> float:
-    async with ResultsClient.from_webhook(url, limits=limits_of(config)) as client:
+    limits = limits_of(config)
+    async with ResultsClient.from_webhook(url, limits=limits, headroom=headroom) as client:
         started = time.monotonic()
         read = 0
         async for done in client.results_of_many(task_ids, concurrency=in_flight):
@@ -418,11 +430,15 @@ def run_d(repeat: int, scale: float) -> dict[str, Any]:
     fields = {"scale": scale, "latency": LATENCY, "method_costs": {LIST: 0.005}}
     config = PortalConfig(**fields)  # type: ignore[arg-type]
     task_ids = list(range(1, OPEN_TASKS + 1)) * repeat
-    # The raw reader may fill the bucket as the client may (burst less headroom).
-    raw_in_flight = config.effective_burst - DEFAULT_HEADROOM
+    # The raw reader may fill the bucket as the client may: burst less headroom,
+    # the same for both, grown with the compressed drain (arrival jitter of a
+    # loaded machine is real time, see tests/integration/conftest.py).
+    headroom = max(DEFAULT_HEADROOM, math.ceil(config.effective_drain * 0.05))
+    raw_in_flight = config.effective_burst - headroom
     raw: list[float] = []
     ours: list[float] = []
     fixed: list[float] = []
+    raw_503 = 0
     # The portal in its own process: each reader's CPU is its own, as on a real wire.
     with PortalProcess(fields) as portal:
         url = portal.webhook_url
@@ -430,11 +446,15 @@ def run_d(repeat: int, scale: float) -> dict[str, Any]:
         for _ in range(READ_ROUNDS):
             # Alternating, and each after the bucket drained: the same conditions.
             time.sleep(config.effective_burst / config.effective_drain)
-            raw.append(asyncio.run(_raw_read(url, task_ids, raw_in_flight)))
+            elapsed, refused = asyncio.run(
+                _raw_read(url, task_ids, raw_in_flight, config.effective_drain)
+            )
+            raw.append(elapsed)
+            raw_503 += refused
             time.sleep(config.effective_burst / config.effective_drain)
-            ours.append(asyncio.run(_library_read(url, config, task_ids)))
+            ours.append(asyncio.run(_library_read(url, config, task_ids, headroom)))
             time.sleep(config.effective_burst / config.effective_drain)
-            fixed.append(asyncio.run(_library_read(url, config, task_ids, OLD_IN_FLIGHT)))
+            fixed.append(asyncio.run(_library_read(url, config, task_ids, headroom, OLD_IN_FLIGHT)))
         stats = portal.stats()
     raw_s, ours_s = statistics.median(raw), statistics.median(ours)
     paired = statistics.median(o / r for o, r in zip(ours, raw, strict=True))
@@ -457,8 +477,10 @@ def run_d(repeat: int, scale: float) -> dict[str, Any]:
         # The fastest run of each: the least disturbed by other load on the machine.
         "best_ratio": min(ours) / min(raw),
         "fixed_4_ratio": statistics.median(fixed) / raw_s,
-        "portal_503": stats["rate_limited"],
-        "meets_target": ratio <= TARGET_RATIO and stats["rate_limited"] == 0,
+        "raw_503": raw_503,
+        # 503s the library met (the rest were the raw reader's).
+        "results_of_many_503": stats["rate_limited"] - raw_503,
+        "meets_target": ratio <= TARGET_RATIO and stats["rate_limited"] == raw_503,
     }
 
 
@@ -630,7 +652,7 @@ def main() -> None:
                         r["median_paired_ratio"],
                         r["best_ratio"],
                         r["fixed_4_ratio"],
-                        r["portal_503"],
+                        r["results_of_many_503"],
                         "yes" if r["meets_target"] else "NO",
                     )
                     for r in runs_d

@@ -62,8 +62,9 @@ def results_of_many(
     return _results_of_many(client, task_ids, api, workers)
 
 
-# Groups in flight before the client's bucket is known (no request sent yet).
-FIRST_WAVE = 8
+# Groups in flight before the client's bucket is known (no request sent yet):
+# the client's default of calls in flight (``ClientOptions.concurrency``).
+FIRST_WAVE = 16
 # Never more groups in flight than this, whatever the bucket allows: beyond it
 # the scheduler would only queue them, holding their results in memory.
 MAX_IN_FLIGHT = 64
