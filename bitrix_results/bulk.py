@@ -18,7 +18,9 @@ How "nothing lost, nothing doubled" holds (design §2.3, §2.4):
   newer than the batch's watermark (the largest result id the job had seen
   before sending it; result ids only grow, so anything the batch created is
   above it), matches them by text against the batch's items, skipping results
-  the job already owns, and re-sends the unmatched items singly with their keys.
+  the job already owns, and re-sends the unmatched items: as a batch when only
+  the answer was lost; split in halves (recursively) when the portal refused a
+  command, so a bad row fails alone at O(log n) extra requests.
   The first item of a batch-mode job goes alone, so every batch has a watermark.
 - A ``journal`` (SQLite) records each item as pending before it is sent and as
   created after; a killed run resumes from it with the same job id (so the same

@@ -52,6 +52,10 @@ def results_of_many(
     order they finish, one :class:`ResultsOfTask` per id given (a repeated id is
     read again); a task the portal refuses carries its ``error``.
 
+    ``concurrency``: requests in flight. By default it follows the client's
+    bucket and the round trip it measures (:class:`InFlight`): as many as the
+    bucket admits at once, and never fewer than keep its drain busy.
+
     The arguments are checked here, when called, so a mistake (``task_ids=None``)
     is a TypeError naming the argument before anything is sent.
     """
