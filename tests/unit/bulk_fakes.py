@@ -18,7 +18,7 @@ import anyio.lowlevel
 import msgspec
 
 from bitrix_results._bulk.types import ADD, LIST
-from bitrix_results._scheduler import SchedulerStatistics
+from bitrix_results._scheduler import BucketStatistics, SchedulerStatistics
 from bitrix_results._transport import Call
 from bitrix_results._transport.types import Reply
 from bitrix_results.errors import (
@@ -76,6 +76,12 @@ class FakePort:
         self.hang_batches = False
         self.requests: Counter[str] = Counter()
         self._batches = 0
+        # The client's bucket as its statistics show it (None: nothing sent yet).
+        self.bucket: BucketStatistics | None = None
+        # Real seconds a list batch takes to answer, and how many were in flight.
+        self.list_delay = 0.0
+        self.lists_in_flight = 0
+        self.most_lists_in_flight = 0
 
     # -- the portal side -----------------------------------------------------------
 
@@ -150,7 +156,14 @@ class FakePort:
             return await self._add_batch(commands)
         assert methods == {LIST}, methods
         await self._arrive("list batch")
-        return self._list_batch(commands)
+        self.lists_in_flight += 1
+        self.most_lists_in_flight = max(self.most_lists_in_flight, self.lists_in_flight)
+        try:
+            if self.list_delay:
+                await anyio.sleep(self.list_delay)
+            return self._list_batch(commands)
+        finally:
+            self.lists_in_flight -= 1
 
     async def _add_batch(self, commands: list[Mapping[str, Any]]) -> Reply:
         self._batches += 1
@@ -209,4 +222,5 @@ class FakePort:
         ]
 
     def statistics(self) -> SchedulerStatistics:
-        return SchedulerStatistics(requests_sent=sum(self.requests.values()))
+        buckets = {} if self.bucket is None else {self.bucket.portal: self.bucket}
+        return SchedulerStatistics(requests_sent=sum(self.requests.values()), buckets=buckets)

@@ -10,8 +10,8 @@ from bulk_fakes import FakePort
 
 from bitrix_results import Limits
 from bitrix_results._bulk.delivery import UNREACHABLE_AFTER
-from bitrix_results._bulk.read import results_of_many
-from bitrix_results._scheduler import BudgetStatistics, SchedulerStatistics
+from bitrix_results._bulk.read import FIRST_WAVE, results_of_many
+from bitrix_results._scheduler import BucketStatistics, BudgetStatistics, SchedulerStatistics
 from bitrix_results.bulk import BulkReport, bulk_add
 from bitrix_results.errors import (
     BulkAbortedError,
@@ -181,6 +181,55 @@ async def test_results_of_many_refuses_a_non_iterable_before_sending() -> None:
     with pytest.raises(ValueError, match="concurrency"):
         results_of_many(port, [1], concurrency=0)
     assert sum(port.requests.values()) == 0
+
+
+def _bucket(level: float, capacity: float = 48.0, drain: float = 2.0) -> BucketStatistics:
+    return BucketStatistics(
+        portal="p",
+        level=level,
+        capacity=capacity,
+        drain_per_second=drain,
+        nominal_drain_per_second=drain,
+    )
+
+
+TASKS = list(range(1, 2001))  # 40 batches of 50
+
+
+async def read_all(port: FakePort, **options) -> int:
+    return sum([1 async for _ in results_of_many(port, TASKS, **options)])
+
+
+async def test_a_read_sends_as_many_batches_as_the_bucket_admits_at_once() -> None:
+    port = FakePort()
+    port.bucket = _bucket(level=0.0)
+    port.list_delay = 0.2
+    assert await read_all(port) == len(TASKS)
+    # 40 batches fit in a free bucket of 48: all in flight together, as a raw
+    # concurrent reader would send them (a fixed 4 would take ten round trips).
+    assert port.most_lists_in_flight == 40
+
+
+async def test_a_full_bucket_keeps_only_its_drain_busy() -> None:
+    port = FakePort()
+    port.bucket = _bucket(level=48.0, drain=0.5)
+    port.list_delay = 0.02
+    assert await read_all(port) == len(TASKS)
+    # drain x round trip + 1 = 0.5 x 0.02 + 1, rounded up: two at a time, not a
+    # queue of batches waiting in the scheduler.
+    assert port.most_lists_in_flight == 2
+
+
+async def test_a_read_without_a_known_bucket_or_with_a_given_number() -> None:
+    port = FakePort()
+    port.list_delay = 0.05
+    assert await read_all(port) == len(TASKS)
+    assert port.most_lists_in_flight == FIRST_WAVE
+    given = FakePort()
+    given.bucket = _bucket(level=0.0)
+    given.list_delay = 0.01
+    assert await read_all(given, concurrency=3) == len(TASKS)
+    assert given.most_lists_in_flight == 3
 
 
 def _report(**fields) -> BulkReport:
