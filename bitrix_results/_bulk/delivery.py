@@ -27,20 +27,17 @@ from .._paging import PageRule
 from .._transport import Call, RetryClass
 from .._transport.codec import decode_result
 from ..errors import (
-    AuthError,
     BitrixError,
     ConnectError,
     DecodeError,
-    OAuthError,
     OutcomeUnknownError,
     PortalError,
-    ServiceBlockedError,
 )
 from ..models import ItemBody, TaskResult
 from .claims import Claims, Entry
 from .gate import TaskGate
 from .port import BulkPort
-from .read import read_v3
+from .read import read_v3, stops_job
 from .types import ADD, Outcome
 
 __all__ = [
@@ -69,17 +66,6 @@ class JobStopped(Exception):
     def __init__(self, cause: BitrixError) -> None:
         super().__init__(cause)
         self.cause = cause
-
-
-def stops_job(error: BaseException) -> bool:
-    """Whether ``error`` is the whole job's: no item can succeed while it holds.
-
-    Credentials the portal refuses (wrong, revoked, lacking a scope: the
-    scheduler already refreshed an expired token, so any auth error reaching
-    the job is one no refresh fixes), a token endpoint that refuses to refresh,
-    and a portal that blocked REST for the account.
-    """
-    return isinstance(error, AuthError | OAuthError | ServiceBlockedError)
 
 
 class _StillUnknown(Exception):

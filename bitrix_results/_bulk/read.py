@@ -19,13 +19,24 @@ from .._paging import PageRule, page_query
 from .._transport import Call, RetryClass
 from .._transport.codec import decode_result
 from .._transport.types import Api
-from ..errors import PortalError, portal_error
+from ..errors import AuthError, OAuthError, PortalError, ServiceBlockedError, portal_error
 from ..models import ItemsBody, LegacyTaskResult, TaskResult
 from .port import BulkPort
 from .streams import aiter_any, drain, send, unwrap
 from .types import LIST, MAX_BATCH, ResultsOfTask
 
-__all__ = ["InFlight", "read_v2", "read_v3", "results_of_many"]
+__all__ = ["InFlight", "read_v2", "read_v3", "results_of_many", "stops_job"]
+
+
+def stops_job(error: BaseException) -> bool:
+    """Whether ``error`` is the whole job's: no item or task can succeed while it holds.
+
+    Credentials the portal refuses (wrong, revoked, lacking a scope: the
+    scheduler already refreshed an expired token, so any auth error reaching
+    bulk is one no refresh fixes), a token endpoint that refuses to refresh,
+    and a portal that blocked REST for the account.
+    """
+    return isinstance(error, AuthError | OAuthError | ServiceBlockedError)
 
 
 class _V2Error(msgspec.Struct):
@@ -229,7 +240,10 @@ async def _read_open(
         try:
             reply = await client.execute(call)
             pages = decode_result(reply.result, list[ItemsBody], method="batch")
-        except PortalError:
+        except PortalError as exc:
+            if stops_job(exc):
+                # Refused for every task alike: splitting would only repeat it.
+                return done + [ResultsOfTask(t, [], error=exc) for t in open_tasks]
             # One task the portal refuses fails the whole REST 3.0 batch
             # (api-facts §3.2): read the halves apart to isolate it.
             pages = None

@@ -270,3 +270,16 @@ def test_the_bound_takes_the_operating_budget_when_it_binds() -> None:
     report = _report(requests=30, statistics=stats, add_requests=30, add_commands=30)
     # Each window of 100 s admits floor(10 / 1) + 1 = 11 adds: 30 adds end in the third.
     assert report.ideal_seconds(limits) == pytest.approx(200.0)
+
+
+async def test_a_read_refused_for_its_credentials_is_not_split_task_by_task() -> None:
+    port = FakePort()
+    refusal = InvalidCredentialsError(
+        "Invalid request credentials", code="NO_AUTH_FOUND", status=401
+    )
+    port.refuse_all = refusal
+    got = [t async for t in results_of_many(port, TASKS)]
+    assert len(got) == len(TASKS)
+    assert all(t.error is refusal for t in got)
+    # One request per batch of 50: the refusal is every task's, nothing to isolate.
+    assert port.requests == {"list batch": len(TASKS) // 50}
