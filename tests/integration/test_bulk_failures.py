@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import socket
 from collections import Counter
@@ -15,7 +16,8 @@ from bitrix_results import (
     ResultsClient,
     RetryPolicy,
 )
-from bitrix_results.errors import BulkAbortedError
+from bitrix_results.errors import BulkAbortedError, OutcomeUnknownError
+from bitrix_results.testing import Faults
 
 from .conftest import FAST_RETRY, client_for, limits_of
 
@@ -90,3 +92,24 @@ async def test_a_refused_port_stops_the_job_with_portal_unreachable(batch):
     assert caught.value.report.outcomes == []
     # Three requests of the job, each tried as often as the retry policy says.
     assert sent == 3 * retry.max_attempts
+
+
+async def test_a_silent_first_item_is_tried_as_the_retry_policy_says_not_nine_times(
+    make_fake_portal,
+):
+    # Every add answers too late for the client: the first item's outcome stays
+    # unknown. The job sends it once (the scheduler's attempts), then stops.
+    running = make_fake_portal(
+        **FAST,
+        faults=Faults(slow=1.0, slow_seconds=0.3, methods=frozenset({"tasks.task.result.add"})),
+    )
+    retry = RetryPolicy(max_attempts=3, base_delay=0.0)
+    items = [NewResult(1 + i % 10, f"row {i}") for i in range(N)]
+    async with client_for(running, retry=retry, timeout=0.2) as client:
+        with pytest.raises(BulkAbortedError) as caught:
+            await client.bulk_add(items)
+        # Let the portal's late answers go out before it is stopped.
+        await asyncio.sleep(0.4)
+    assert isinstance(caught.value.cause, OutcomeUnknownError)
+    assert caught.value.report.outcomes == []
+    assert running.portal.stats().requests == retry.max_attempts
