@@ -95,10 +95,24 @@ class ResultsClient:
     """
 
     def __init__(self, transport: Transport, **options: Unpack[ClientOptions]) -> None:
-        """A client over ``transport``; :meth:`from_webhook` and :meth:`from_oauth` build one.
+        """Build a client over a ready transport.
 
-        Takes the :class:`~bitrix_results.ClientOptions` except ``timeout`` and
-        ``follow_redirects_to``, which belong to the transport you pass.
+        Most code calls `from_webhook` or `from_oauth` instead, which build the
+        transport too. This constructor is for a transport of your own (a fake one
+        in tests, say).
+
+        Args:
+            transport: What sends the calls to the portal and decodes the replies.
+            **options: The `ClientOptions`, except the transport's own
+                (``timeout``, ``follow_redirects_to``, ``max_body_bytes``, ``trust_env``,
+                ``proxy``, ``ssl``, ``insecure_skip_tls_verify``, ``headers``), which
+                belong to the transport you pass.
+
+        Raises:
+            InvalidInputError: An option is of the wrong type or out of range, is a
+                transport option, or ``scheduler`` comes with ``limits``,
+                ``concurrency``, ``headroom`` or ``retry``.
+            TypeError: An option's name is unknown (a misspelt keyword).
         """
         check_options(options, where="ResultsClient")
         for name in TRANSPORT_OPTIONS:
@@ -121,12 +135,34 @@ class ResultsClient:
     def from_webhook(
         cls, url: str, *, sender: HttpSender | None = None, **options: Unpack[ClientOptions]
     ) -> ResultsClient:
-        """A client for an incoming webhook ``https://<portal>/rest/<user>/<code>/``.
+        """Build a client for an incoming webhook.
 
-        ``options``: see :class:`~bitrix_results.ClientOptions`. ``sender``
-        replaces the HTTP layer (aiohttp by default), for example with
-        :class:`bitrix_results.testing.MockSender` in tests; ``timeout`` and the
-        connection pool are then the sender's business. The client closes it.
+        Nothing is sent until the first call. The webhook code is a secret: it
+        never appears in the client's repr, logs or error messages.
+
+        Args:
+            url: The webhook URL, ``https://<portal>/rest/<user>/<code>/``.
+            sender: Replaces the HTTP layer (aiohttp by default), for example with
+                `bitrix_results.testing.MockSender` in tests; ``timeout`` and the
+                connection pool are then the sender's business. The client closes it.
+            **options: The `ClientOptions`.
+
+        Returns:
+            A client; use it as an async context manager so it is closed.
+
+        Raises:
+            InvalidInputError: The URL is not a webhook URL; an option is of the wrong
+                type or out of range, configures the built-in sender while ``sender``
+                is given, or is a scheduler knob given with ``scheduler``.
+            TypeError: An option's name is unknown (a misspelt keyword).
+
+        Example:
+            ```python
+            async with ResultsClient.from_webhook(
+                "https://example.bitrix24.ru/rest/1/abc123/", concurrency=8
+            ) as client:
+                result = await client.add(42, "Done")
+            ```
         """
         check_options(options, where="ResultsClient.from_webhook")
         return cls._over(WebhookAuth(parse_webhook(url)), options, sender)
@@ -145,13 +181,32 @@ class ResultsClient:
         sender: HttpSender | None = None,
         **options: Unpack[ClientOptions],
     ) -> ResultsClient:
-        """A client for an OAuth application's tokens on ``portal`` (facts §7).
+        """Build a client for an OAuth application's tokens on a portal (api-facts §7).
 
         The access token is refreshed only when the portal answers
-        ``expired_token``; the new pair is handed to ``on_tokens`` (sync or async)
-        so the caller can store the rotated refresh token. ``options``: see
-        :class:`~bitrix_results.ClientOptions`; ``sender`` is as in
-        :meth:`from_webhook`, and the token refresh goes through it too.
+        ``expired_token``; the call is then sent again with the new token.
+
+        Args:
+            portal: The portal's address, ``https://example.bitrix24.ru``.
+            access_token: The current access token.
+            refresh_token: The current refresh token.
+            client_id: The application's client id.
+            client_secret: The application's client secret.
+            on_tokens: Called (sync or async) with the new `OAuthTokens` after each
+                refresh, so you can store the rotated refresh token; the old one
+                stops working.
+            token_url: The OAuth server's token endpoint (Bitrix24's own by default).
+            sender: As in `from_webhook`; the token refresh goes through it too.
+            **options: The `ClientOptions`.
+
+        Returns:
+            A client; use it as an async context manager so it is closed.
+
+        Raises:
+            InvalidInputError: A token or id is empty or not a string, the portal or
+                token URL is not an https origin, or an option is of the wrong type
+                or out of range.
+            TypeError: An option's name is unknown (a misspelt keyword).
         """
         check_options(options, where="ResultsClient.from_oauth")
         for field, value in (
@@ -220,15 +275,24 @@ class ResultsClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the HTTP session. The client cannot be used afterwards."""
+        """Close the HTTP session; the client cannot be used afterwards.
+
+        ``async with`` calls it for you. Closing twice is harmless.
+        """
         await self._transport.aclose()
 
     def statistics(self) -> SchedulerStatistics:
-        """A snapshot of the scheduler: waits, retries, limit errors seen, budgets."""
+        """Take a snapshot of the scheduler's counters.
+
+        Returns:
+            Requests sent, waits, retries by reason, limit errors seen and the
+            per-method budgets, as they are now (the snapshot does not change).
+        """
         return self._scheduler.statistics()
 
     @property
     def scheduler(self) -> Scheduler:
+        """The scheduler every call of this client goes through (given or built)."""
         return self._scheduler
 
     def __repr__(self) -> str:
@@ -289,10 +353,46 @@ class ResultsClient:
     async def add(
         self, task_id: int, text: str, *, idempotency_key: str | None = None
     ) -> TaskResult:
-        """Add a result to a task (``tasks.task.result.add``, facts §5.2).
+        """Add a result to a task (``tasks.task.result.add``, api-facts §5.2).
 
         Safe to retry: the call carries an Idempotency-Key (a fresh one unless you
         give your own), so a retry after a lost answer is replayed, not repeated.
+
+        Args:
+            task_id: The task's id (positive).
+            text: The result's text (non-empty).
+            idempotency_key: Your own key for this logical write, to make a retry
+                across processes safe too; the portal replays the stored answer for
+                a key it has seen with the same body (api-facts §4.1).
+
+        Returns:
+            The created result.
+
+        Raises:
+            InvalidInputError: ``task_id``, ``text`` or ``idempotency_key`` is
+                invalid; nothing was sent.
+            AccessDeniedError: The user may not add results to this task.
+            NotFoundError: No such task.
+            InvalidRequestError: The portal's validation refused the fields.
+            IdempotencyKeyError: The key was used before with another body.
+            AuthError: The portal refused the credentials (``InvalidCredentialsError``).
+            OAuthError: The OAuth server refused to refresh the tokens.
+            RateLimitError: The request bucket still refused after the retry policy's
+                attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
+            OperatingLimitError: The method's time budget still refused after the retry
+                policy's attempts (429 ``OPERATION_TIME_LIMIT``); nothing executed.
+            LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
+                was sent.
+            OutcomeUnknownError: An attempt may have executed (timeout, lost connection,
+                5xx) and the client gave up; check the portal before sending it again.
+            TransportError: The request never reached the portal on any attempt
+                (``ConnectError``); nothing was created.
+
+        Example:
+            ```python
+            result = await client.add(42, "Deployed to production")
+            print(result.id, result.created_at)
+            ```
         """
         fields = {
             "taskId": check.positive_int("task_id", task_id),
@@ -303,12 +403,63 @@ class ResultsClient:
         return await self._item(ADD, {"fields": fields}, idempotency_key)
 
     async def add_from_chat_message(self, message_id: int) -> TaskResult:
-        """Pin a task-chat message as a result (``tasks.task.result.addfromchatmessage``, §5.3)."""
+        """Pin a task-chat message as a result (``addfromchatmessage``, api-facts §5.3).
+
+        Args:
+            message_id: The chat message's id (positive).
+
+        Returns:
+            The created result; its ``message_id`` is the message's.
+
+        Raises:
+            InvalidInputError: ``message_id`` is not a positive int; nothing was sent.
+            AccessDeniedError: The user may not pin this message.
+            NotFoundError: No such message.
+            AuthError: The portal refused the credentials (``InvalidCredentialsError``).
+            OAuthError: The OAuth server refused to refresh the tokens.
+            RateLimitError: The request bucket still refused after the retry policy's
+                attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
+            OperatingLimitError: The method's time budget still refused after the retry
+                policy's attempts (429 ``OPERATION_TIME_LIMIT``); nothing executed.
+            LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
+                was sent.
+            OutcomeUnknownError: An attempt may have executed (timeout, lost connection,
+                5xx) and the client gave up; check the portal before sending it again.
+            TransportError: The request never reached the portal on any attempt
+                (``ConnectError``); nothing was created.
+        """
         fields = {"messageId": check.positive_int("message_id", message_id)}
         return await self._item(ADD_FROM_CHAT, {"fields": fields})
 
     async def update(self, result_id: int, text: str) -> TaskResult:
-        """Replace a result's text; only its author may (``tasks.task.result.update``, §5.4)."""
+        """Replace a result's text (``tasks.task.result.update``, api-facts §5.4).
+
+        Only the result's author may update it.
+
+        Args:
+            result_id: The result's id (positive).
+            text: The new text (non-empty).
+
+        Returns:
+            The result as it is after the update.
+
+        Raises:
+            InvalidInputError: ``result_id`` or ``text`` is invalid; nothing was sent.
+            AccessDeniedError: The user is not the result's author.
+            NotFoundError: No such result.
+            AuthError: The portal refused the credentials (``InvalidCredentialsError``).
+            OAuthError: The OAuth server refused to refresh the tokens.
+            RateLimitError: The request bucket still refused after the retry policy's
+                attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
+            OperatingLimitError: The method's time budget still refused after the retry
+                policy's attempts (429 ``OPERATION_TIME_LIMIT``); nothing executed.
+            LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
+                was sent.
+            OutcomeUnknownError: An attempt may have executed (timeout, lost connection,
+                5xx) and the client gave up; check the portal before sending it again.
+            TransportError: The request never reached the portal on any attempt
+                (``ConnectError``); nothing was created.
+        """
         params = {
             "id": check.positive_int("result_id", result_id),
             "fields": {"text": check.text("text", text)},
@@ -316,7 +467,30 @@ class ResultsClient:
         return await self._item(UPDATE, params)
 
     async def delete(self, result_id: int) -> None:
-        """Delete a result; only its author may (``tasks.task.result.delete``, §5.5)."""
+        """Delete a result (``tasks.task.result.delete``, api-facts §5.5).
+
+        Only the result's author may delete it.
+
+        Args:
+            result_id: The result's id (positive).
+
+        Raises:
+            InvalidInputError: ``result_id`` is not a positive int; nothing was sent.
+            AccessDeniedError: The user is not the result's author.
+            NotFoundError: No such result.
+            AuthError: The portal refused the credentials (``InvalidCredentialsError``).
+            OAuthError: The OAuth server refused to refresh the tokens.
+            RateLimitError: The request bucket still refused after the retry policy's
+                attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
+            OperatingLimitError: The method's time budget still refused after the retry
+                policy's attempts (429 ``OPERATION_TIME_LIMIT``); nothing executed.
+            LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
+                was sent.
+            OutcomeUnknownError: An attempt may have executed (timeout, lost connection,
+                5xx) and the client gave up; check the portal before sending it again.
+            TransportError: The request never reached the portal on any attempt
+                (``ConnectError``); nothing was created.
+        """
         params = {"id": check.positive_int("result_id", result_id)}
         await self._run(DELETE, params, retry_class=RetryClass.KEYED_WRITE)
 
@@ -330,7 +504,39 @@ class ResultsClient:
         limit: int | None = None,
         offset: int | None = None,
     ) -> builtins.list[TaskResult]:
-        """One page of a task's results (``tasks.task.result.list`` v3, §5.6)."""
+        """Read one page of a task's results (``tasks.task.result.list`` v3, api-facts §5.6).
+
+        For every result of a task, page after page, use `iter_results`.
+
+        Args:
+            task_id: The task's id (positive).
+            status: Only ``"open"`` or only ``"closed"`` results.
+            author_id: Only results by this user.
+            order: Sort, e.g. ``{"id": "DESC"}``; fields ``id``, ``authorId``,
+                ``createdAt``, ``updatedAt``, ``status``, ``messageId``.
+            limit: Results per page (the portal's default when omitted).
+            offset: Results to skip.
+
+        Returns:
+            The page's results; v3 lists carry no total (api-facts §4.3).
+
+        Raises:
+            InvalidInputError: An argument is invalid; nothing was sent.
+            AccessDeniedError: The user may not see this task.
+            NotFoundError: No such task.
+            AuthError: The portal refused the credentials (``InvalidCredentialsError``).
+            OAuthError: The OAuth server refused to refresh the tokens.
+            RateLimitError: The request bucket still refused after the retry policy's
+                attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
+            OperatingLimitError: The method's time budget still refused after the retry
+                policy's attempts (429 ``OPERATION_TIME_LIMIT``); nothing executed.
+            LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
+                was sent.
+            TransportError: The HTTP exchange kept failing (connect error, timeout, lost
+                connection) until the retry policy gave up; a read changes nothing.
+            ServerError: The portal kept answering 5xx until the retry policy gave up.
+            DecodeError: The answer was not the JSON this method returns.
+        """
         params = _list_params(task_id, status=status, author_id=author_id)
         if order is not None:
             if not isinstance(order, Mapping) or not order:
@@ -361,13 +567,45 @@ class ResultsClient:
         after_id: int = 0,
         page_size: int | None = None,
     ) -> AsyncIterator[TaskResult]:
-        """Every result of a task, oldest first, page by page (keyset on ``id``).
+        """Yield every result of a task, oldest first, page by page (keyset on ``id``).
 
-        v3 lists carry no total and no "next" (facts §4.3), so the walk asks for
+        v3 lists carry no total and no "next" (api-facts §4.3), so the walk asks for
         ``id > last`` ordered by id and ends on an empty page or on a page shorter
         than the largest the portal has returned. It cannot loop: each page must
-        move ``last`` forward or the walk stops. ``after_id`` starts the walk after
-        a known result id.
+        move ``last`` forward or the walk stops, and no result is yielded twice.
+
+        Args:
+            task_id: The task's id (positive).
+            status: Only ``"open"`` or only ``"closed"`` results.
+            author_id: Only results by this user.
+            after_id: Start after this result id (0: from the first).
+            page_size: Results per request (default: the client's ``page_size``).
+
+        Yields:
+            Each result, in increasing ``id`` order.
+
+        Raises:
+            InvalidInputError: An argument is invalid; nothing was sent.
+            AccessDeniedError: The user may not see this task.
+            NotFoundError: No such task.
+            AuthError: The portal refused the credentials (``InvalidCredentialsError``).
+            OAuthError: The OAuth server refused to refresh the tokens.
+            RateLimitError: The request bucket still refused after the retry policy's
+                attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
+            OperatingLimitError: The method's time budget still refused after the retry
+                policy's attempts (429 ``OPERATION_TIME_LIMIT``); nothing executed.
+            LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
+                was sent.
+            TransportError: The HTTP exchange kept failing (connect error, timeout, lost
+                connection) until the retry policy gave up; a read changes nothing.
+            ServerError: The portal kept answering 5xx until the retry policy gave up.
+            DecodeError: The answer was not the JSON this method returns.
+
+        Example:
+            ```python
+            async for result in client.iter_results(42, status="open"):
+                print(result.id, result.text)
+            ```
         """
         base = _list_params(task_id, status=status, author_id=author_id)
         size = self.page_size if page_size is None else check.positive_int("page_size", page_size)
@@ -384,9 +622,31 @@ class ResultsClient:
             last = max(result.id for result in fresh)
 
     async def send_chat_message(self, task_id: int, text: str) -> None:
-        """Post a message to the task's chat (``tasks.task.chat.message.send``, §5.9).
+        """Post a message to the task's chat (``tasks.task.chat.message.send``, api-facts §5.9).
 
-        The portal returns no message id for it (facts §5.9), so nothing is returned.
+        The portal returns no message id for it (api-facts §5.9), so nothing is
+        returned.
+
+        Args:
+            task_id: The task's id (positive).
+            text: The message (non-empty).
+
+        Raises:
+            InvalidInputError: ``task_id`` or ``text`` is invalid; nothing was sent.
+            AccessDeniedError: The user may not write to this task's chat.
+            NotFoundError: No such task.
+            AuthError: The portal refused the credentials (``InvalidCredentialsError``).
+            OAuthError: The OAuth server refused to refresh the tokens.
+            RateLimitError: The request bucket still refused after the retry policy's
+                attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
+            OperatingLimitError: The method's time budget still refused after the retry
+                policy's attempts (429 ``OPERATION_TIME_LIMIT``); nothing executed.
+            LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
+                was sent.
+            OutcomeUnknownError: An attempt may have executed (timeout, lost connection,
+                5xx) and the client gave up; check the portal before sending it again.
+            TransportError: The request never reached the portal on any attempt
+                (``ConnectError``); nothing was created.
         """
         fields = {
             "taskId": check.positive_int("task_id", task_id),
@@ -398,17 +658,65 @@ class ResultsClient:
     # -- REST v2 -------------------------------------------------------------------
 
     async def list_legacy(self, task_id: int) -> builtins.list[LegacyTaskResult]:
-        """A task's results through REST v2 ``tasks.task.result.list`` (§5.6, v2 shape)."""
+        """Read a task's results through REST v2 ``tasks.task.result.list`` (api-facts §5.6).
+
+        The v2 method returns all of the task's results at once, in the v2 shape.
+
+        Args:
+            task_id: The task's id (positive).
+
+        Returns:
+            The task's results.
+
+        Raises:
+            InvalidInputError: ``task_id`` is not a positive int; nothing was sent.
+            AccessDeniedError: The user may not see this task.
+            NotFoundError: No such task.
+            AuthError: The portal refused the credentials (``InvalidCredentialsError``).
+            OAuthError: The OAuth server refused to refresh the tokens.
+            RateLimitError: The request bucket still refused after the retry policy's
+                attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
+            OperatingLimitError: The method's time budget still refused after the retry
+                policy's attempts (429 ``OPERATION_TIME_LIMIT``); nothing executed.
+            LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
+                was sent.
+            TransportError: The HTTP exchange kept failing (connect error, timeout, lost
+                connection) until the retry policy gave up; a read changes nothing.
+            ServerError: The portal kept answering 5xx until the retry policy gave up.
+            DecodeError: The answer was not the JSON this method returns.
+        """
         params = {"taskId": check.positive_int("task_id", task_id)}
         raw = await self._run(LIST, params, api="v2", retry_class=RetryClass.READ)
         return decode_result(raw, builtins.list[LegacyTaskResult], method=LIST, strict=False)
 
     async def add_from_comment(self, comment_id: int) -> LegacyTaskResult:
-        """Pin a task comment as a result (REST v2 ``addFromComment``, §5.7).
+        """Pin a task comment as a result (REST v2 ``addFromComment``, api-facts §5.7).
 
         No Idempotency-Key protects REST v2, so if the answer is lost the client
-        raises :class:`~bitrix_results.errors.OutcomeUnknownError` rather than
-        send it again.
+        raises `OutcomeUnknownError` rather than send it again.
+
+        Args:
+            comment_id: The comment's id (positive).
+
+        Returns:
+            The created result, in the v2 shape.
+
+        Raises:
+            InvalidInputError: ``comment_id`` is not a positive int; nothing was sent.
+            AccessDeniedError: The user may not pin this comment.
+            NotFoundError: No such comment.
+            AuthError: The portal refused the credentials (``InvalidCredentialsError``).
+            OAuthError: The OAuth server refused to refresh the tokens.
+            RateLimitError: The request bucket still refused after the retry policy's
+                attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
+            OperatingLimitError: The method's time budget still refused after the retry
+                policy's attempts (429 ``OPERATION_TIME_LIMIT``); nothing executed.
+            LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
+                was sent.
+            OutcomeUnknownError: An attempt may have executed (timeout, lost connection,
+                5xx) and the client gave up; check the portal before sending it again.
+            TransportError: The request never reached the portal on any attempt
+                (``ConnectError``); nothing was created.
         """
         params = {"commentId": check.positive_int("comment_id", comment_id)}
         raw = await self._run(
@@ -417,7 +725,30 @@ class ResultsClient:
         return _written(raw, LegacyTaskResult, ADD_FROM_COMMENT, strict=False)
 
     async def delete_from_comment(self, comment_id: int) -> None:
-        """Unpin a comment's result; the comment stays (REST v2 ``deleteFromComment``, §5.8)."""
+        """Unpin a comment's result; the comment stays (REST v2 ``deleteFromComment``).
+
+        See api-facts §5.8.
+
+        Args:
+            comment_id: The comment's id (positive).
+
+        Raises:
+            InvalidInputError: ``comment_id`` is not a positive int; nothing was sent.
+            AccessDeniedError: The user may not unpin it.
+            NotFoundError: No such comment or result.
+            AuthError: The portal refused the credentials (``InvalidCredentialsError``).
+            OAuthError: The OAuth server refused to refresh the tokens.
+            RateLimitError: The request bucket still refused after the retry policy's
+                attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
+            OperatingLimitError: The method's time budget still refused after the retry
+                policy's attempts (429 ``OPERATION_TIME_LIMIT``); nothing executed.
+            LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
+                was sent.
+            OutcomeUnknownError: An attempt may have executed (timeout, lost connection,
+                5xx) and the client gave up; check the portal before sending it again.
+            TransportError: The request never reached the portal on any attempt
+                (``ConnectError``); nothing was created.
+        """
         params = {"commentId": check.positive_int("comment_id", comment_id)}
         await self._run(DELETE_FROM_COMMENT, params, api="v2", retry_class=RetryClass.UNKEYED_WRITE)
 
@@ -435,8 +766,40 @@ class ResultsClient:
 
         REST 3.0 calls always carry an Idempotency-Key, so they are retried safely.
         REST v2 calls are treated as reads when the method name ends in a read verb
-        (``.list``, ``.get``, ``.fields``) and as unprotected writes otherwise;
-        ``idempotent=True/False`` overrides that guess.
+        (``.list``, ``.get``, ``.fields``) and as unprotected writes otherwise.
+
+        Args:
+            method: The REST method's name, like ``"tasks.task.get"``.
+            params: The call's parameters (JSON values only).
+            api: ``"v3"`` (REST 3.0) or ``"v2"``.
+            idempotent: For v2 only: True treats the call as a read (retried after
+                an ambiguous failure), False as a write (never sent twice); None
+                guesses from the method name.
+
+        Returns:
+            The ``result`` member of the answer, decoded from JSON as is.
+
+        Raises:
+            InvalidInputError: The method name, ``api`` or ``params`` is invalid;
+                nothing was sent.
+            PortalError: The portal answered with an error (its subclasses:
+                ``AccessDeniedError``, ``NotFoundError``, ``InvalidRequestError``...).
+            AuthError: The portal refused the credentials (``InvalidCredentialsError``).
+            OAuthError: The OAuth server refused to refresh the tokens.
+            RateLimitError: The request bucket still refused after the retry policy's
+                attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
+            OperatingLimitError: The method's time budget still refused after the retry
+                policy's attempts (429 ``OPERATION_TIME_LIMIT``); nothing executed.
+            LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
+                was sent.
+            OutcomeUnknownError: A write may have executed and the client gave up.
+            TransportError: A read, or a write that never reached the portal, failed
+                until the retry policy gave up.
+
+        Example:
+            ```python
+            task = await client.call("tasks.task.get", {"taskId": 42}, api="v2")
+            ```
         """
         if not isinstance(method, str) or not METHOD_NAME.match(method):
             raise InvalidInputError("method", "must be a REST method name like 'tasks.task.get'")
@@ -461,13 +824,59 @@ class ResultsClient:
     # -- bulk ----------------------------------------------------------------------
 
     async def bulk_add(self, items: Items, **options: Unpack[BulkOptions]) -> BulkReport:
-        """Add many results; see :func:`bitrix_results.bulk.bulk_add` and ``BulkOptions``."""
+        """Add many results and report every outcome, in input order.
+
+        The same as `bitrix_results.bulk.bulk_add` with this client; the guide is
+        docs/bulk.md.
+
+        Args:
+            items: ``(task_id, text)`` pairs or `NewResult`s, sync or async iterable.
+            **options: The `BulkOptions` (``batch``, ``journal``, ``job_id``,
+                ``on_progress``...).
+
+        Returns:
+            One `Outcome` per item, counts, and the job's statistics.
+
+        Raises:
+            InvalidInputError: An option's value is invalid; nothing was sent. (An
+                item with a bad task id or text becomes a failed `Outcome`.)
+            TypeError: An option's name is unknown, or an item is not a pair or a
+                `NewResult`.
+            JournalError: The journal cannot be used (another job's, or unreadable).
+            BulkAbortedError: An error stopped the job before its input was done (the
+                limiter unreachable, the journal failing...); its ``report`` holds
+                every item settled before, and ``cause`` the error.
+
+        Example:
+            ```python
+            report = await client.bulk_add([(42, "Done"), (43, "Shipped")])
+            print(report.created, report.failed)
+            ```
+        """
         return await bulk.bulk_add(self, items, **options)
 
     def bulk_add_stream(
         self, items: Items, **options: Unpack[BulkOptions]
     ) -> AsyncIterator[Outcome]:
-        """Add many results, yielding each outcome as it settles; memory stays bounded."""
+        """Add many results, yielding each outcome as it settles; memory stays bounded.
+
+        The same as `bitrix_results.bulk.bulk_add_stream` with this client.
+
+        Args:
+            items: ``(task_id, text)`` pairs or `NewResult`s, sync or async iterable;
+                read lazily.
+            **options: The `BulkOptions`.
+
+        Returns:
+            An async iterator of one `Outcome` per item, in the order they settle
+            (``Outcome.index`` is the input position).
+
+        Raises:
+            InvalidInputError: An option's value is invalid; nothing was sent.
+            TypeError: An option's name is unknown, or an item is not a pair or a
+                `NewResult`.
+            JournalError: The journal cannot be used.
+        """
         return bulk.bulk_add_stream(self, items, **options)
 
     def results_of_many(
@@ -477,7 +886,21 @@ class ResultsClient:
         api: Api = "v3",
         concurrency: int | None = None,
     ) -> AsyncIterator[ResultsOfTask]:
-        """The results of many tasks through batched list calls, streamed per task."""
+        """Read the results of many tasks through batched list calls, streamed per task.
+
+        Args:
+            task_ids: The tasks, sync or async iterable; read lazily.
+            api: ``"v3"`` (`TaskResult`s) or ``"v2"`` (`LegacyTaskResult`s).
+            concurrency: Batches in flight at once (default 4).
+
+        Returns:
+            An async iterator of one `ResultsOfTask` per task, as each completes; a
+            task that failed carries its ``error`` instead of results.
+
+        Raises:
+            InvalidInputError: ``api`` or ``concurrency`` is invalid, or a task id is
+                not a positive int.
+        """
         return bulk.results_of_many(self, task_ids, api=api, concurrency=concurrency)
 
 
