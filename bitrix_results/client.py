@@ -95,11 +95,9 @@ class ResultsClient:
     """
 
     def __init__(self, transport: Transport, **options: Unpack[ClientOptions]) -> None:
-        """Build a client over a ready transport.
+        """Build a client over a ready transport (a fake one in tests, or your own).
 
-        Most code calls `from_webhook` or `from_oauth` instead, which build the
-        transport too. This constructor is for a transport of your own (a fake one
-        in tests, say).
+        `from_webhook` and `from_oauth` build the transport too; most code uses them.
 
         Args:
             transport: What sends the calls to the portal and decodes the replies.
@@ -123,6 +121,7 @@ class ResultsClient:
                     "set it on the transport you pass instead",
                 )
         self._transport = transport
+        #: Results per page `iter_results` asks for (the ``page_size`` option).
         self.page_size = options.get("page_size", DEFAULT_PAGE_SIZE)
         self._scheduler = scheduler_from(options)
         # When a keyset walk of iter_results ends (api-facts §4.3): learns the

@@ -74,7 +74,13 @@ __all__ = [
 
 
 class BitrixError(Exception):
-    """Root of every error raised by ``bitrix_results``."""
+    """Root of every error raised by ``bitrix_results``.
+
+    ``except BitrixError`` catches every failure the library reports, apart from
+    the ``TypeError`` of a misspelt keyword argument. No error's message, repr or
+    ``__cause__`` chain carries a webhook code or a token. Errors pickle with their
+    attributes (to cross process boundaries).
+    """
 
     def __reduce__(self) -> tuple[object, ...]:
         # The default rebuilds an exception as ``cls(*self.args)``, but ``args``
@@ -93,18 +99,32 @@ def _rebuild(cls: type[BitrixError], args: tuple[object, ...]) -> BitrixError:
 
 
 class InvalidInputError(BitrixError, ValueError):
-    """Input refused before anything was sent; ``field`` names what was wrong."""
+    """Input refused before anything was sent; ``field`` names what was wrong.
+
+    Nothing was sent and nothing created: fix the argument and call again. It is
+    also a ``ValueError``.
+    """
 
     def __init__(self, field: str, message: str) -> None:
+        #: The argument or option that was wrong (``"task_id"``, ``"order[id]"``...).
         self.field = field
+        #: What was wrong with it.
         self.message = message
         super().__init__(f"{field}: {message}")
 
 
 class TransportError(BitrixError):
-    """The HTTP exchange with the portal did not complete."""
+    """The HTTP exchange with the portal did not complete.
+
+    Raised once the retry policy gave up, for a read or for a failure that never
+    reached the portal. Whether anything was created depends on the subclass: a
+    `ConnectError` never reached it; after `RequestTimeoutError`,
+    `ConnectionLostError` or `ResponseTooLargeError` it may have executed (a write
+    then raises `OutcomeUnknownError` instead).
+    """
 
     def __init__(self, message: str, *, method: str | None = None) -> None:
+        #: The REST method of the call, when known.
         self.method = method
         super().__init__(message if method is None else f"{method}: {message}")
 
@@ -126,16 +146,24 @@ class ConnectError(TransportError):
     def __init__(
         self, message: str, *, method: str | None = None, reason: ConnectReason = "other"
     ) -> None:
+        #: Why: ``"refused"``, ``"dns"``, ``"tls"``, ``"timeout"`` or ``"other"``.
         self.reason: ConnectReason = reason
         super().__init__(message, method=method)
 
 
 class RequestTimeoutError(TransportError):
-    """The request was sent but no answer came in time: it may have executed."""
+    """The request was sent but no answer came in time: it may have executed.
+
+    A read raises it after the retries; a write raises `OutcomeUnknownError`. The
+    time allowed is the ``timeout`` option (65 s by default).
+    """
 
 
 class ConnectionLostError(TransportError):
-    """The connection closed after the request was sent: it may have executed."""
+    """The connection closed after the request was sent: it may have executed.
+
+    A read raises it after the retries; a write raises `OutcomeUnknownError`.
+    """
 
 
 class ResponseTooLargeError(TransportError):
@@ -148,14 +176,25 @@ class ResponseTooLargeError(TransportError):
 
 
 class RedirectRefusedError(TransportError):
-    """The portal redirected to a host this client is not allowed to follow."""
+    """The portal redirected to a host this client is not allowed to follow.
+
+    The redirect was not followed, so the request did not reach the new host
+    (the original host may have acted on it). Allow the host with the
+    ``follow_redirects_to`` option if it is yours; https to http is never followed.
+    """
 
 
 class DecodeError(BitrixError):
-    """A response body that is not the JSON we expect, such as an HTML error page."""
+    """A response body that is not the JSON we expect, such as an HTML error page.
+
+    The portal (or a proxy before it) answered, so a write may have executed: one
+    with a 5xx status is retried like a server error; otherwise it is raised as is.
+    """
 
     def __init__(self, message: str, *, method: str | None, status: int) -> None:
+        #: The REST method of the call, when known.
         self.method = method
+        #: The HTTP status of the answer.
         self.status = status
         super().__init__(f"{method}: HTTP {status}: {message}" if method else message)
 
@@ -163,12 +202,16 @@ class DecodeError(BitrixError):
 class OutcomeUnknownError(BitrixError):
     """A write failed in a way that may have executed it, and it cannot be retried safely.
 
-    Raised for calls no Idempotency-Key protects (REST v2 writes). ``cause`` is
-    the transport or server error that left the outcome unknown.
+    Raised for calls no Idempotency-Key protects (REST v2 writes), and for any
+    write whose retries ran out after an attempt that may have executed. Something
+    may have been created: look on the portal (list the task's results) before
+    sending it again.
     """
 
     def __init__(self, method: str, cause: BaseException) -> None:
+        #: The REST method of the write.
         self.method = method
+        #: The transport or server error that left the outcome unknown.
         self.cause = cause
         super().__init__(
             f"{method}: the outcome is unknown ({type(cause).__name__}: {cause}); "
@@ -186,7 +229,9 @@ class LimiterUnavailableError(BitrixError):
     """
 
     def __init__(self, cause: BaseException, *, waited: float) -> None:
+        #: The Redis client's exception.
         self.cause = cause
+        #: Seconds the call kept retrying Redis.
         self.waited = waited
         super().__init__(
             f"the shared rate limiter (Redis) is unavailable after {waited:.1f} s "
@@ -203,7 +248,9 @@ class BulkAbortedError(BitrixError):
     """
 
     def __init__(self, report: BulkReport, cause: BaseException) -> None:
+        #: The outcome of every item that settled before the job stopped.
         self.report = report
+        #: The error that stopped the job.
         self.cause = cause
         super().__init__(
             f"the bulk job stopped ({type(cause).__name__}: {cause}); "
@@ -217,21 +264,34 @@ class JournalError(BitrixError, ValueError):
     Raised for a path that is a directory, unwritable, not a journal (or a
     journal emptied after a job ran), and for a journal of another job, portal,
     credential or input; ``field`` then names what differs (``"job_id"``,
-    ``"portal"``, ``"credential"``, ``"input"``), else it is None.
+    ``"portal"``, ``"credential"``, ``"input"``), else it is None. Raised before
+    the job sends anything, so nothing was created by this run. It is also a
+    ``ValueError``.
     """
 
     def __init__(self, path: object, message: str, *, field: str | None = None) -> None:
+        #: The journal's path.
         self.path = str(path)
+        #: What differs from the job (``"job_id"``, ``"portal"``...), or None.
         self.field = field
+        #: What is wrong with the journal.
         self.message = message
         super().__init__(f"journal: {self.path} {message}")
 
 
 class OAuthError(BitrixError):
-    """The OAuth server refused to refresh the tokens (``invalid_grant``, ...)."""
+    """The OAuth server refused to refresh the tokens (``invalid_grant``, ...).
+
+    The call waiting for the refresh was not sent again, so nothing was created by
+    it (unless an earlier attempt of a write was ambiguous: then
+    `OutcomeUnknownError`). The refresh token is probably spent or revoked: the
+    application must be authorised again.
+    """
 
     def __init__(self, code: str, message: str) -> None:
+        #: The OAuth server's error code.
         self.code = code
+        #: Its description.
         self.message = message
         super().__init__(f"{code}: {message}")
 
@@ -239,8 +299,9 @@ class OAuthError(BitrixError):
 class PortalError(BitrixError):
     """The portal answered with an error body.
 
-    ``code`` is the portal's error code, ``status`` the HTTP status, ``method``
-    the REST method, ``validation`` the REST 3.0 validation details (may be empty).
+    Subclasses name the kind; an unknown code with an unknown status is a plain
+    ``PortalError``. Unless a subclass says otherwise, the portal refused the call
+    and nothing was created.
     """
 
     def __init__(
@@ -252,10 +313,15 @@ class PortalError(BitrixError):
         method: str | None = None,
         validation: tuple[ValidationDetail, ...] = (),
     ) -> None:
+        #: The portal's error text.
         self.message = message
+        #: The portal's error code (``"ACCESS_DENIED"``, ``"QUERY_LIMIT_EXCEEDED"``...).
         self.code = code
+        #: The HTTP status.
         self.status = status
+        #: The REST method of the call, when known.
         self.method = method
+        #: The REST 3.0 validation details (may be empty).
         self.validation = validation
         text = f"{code} (HTTP {status}): {message}"
         if validation:
@@ -268,19 +334,35 @@ def _detail(detail: ValidationDetail) -> str:
 
 
 class RateLimitError(PortalError):
-    """503 ``QUERY_LIMIT_EXCEEDED``: the request bucket is full; nothing executed."""
+    """503 ``QUERY_LIMIT_EXCEEDED``: the request bucket is full; nothing executed.
+
+    The scheduler retries it; you see it only when the retry policy's attempts or
+    time ran out (another client is probably using the same webhook hard).
+    """
 
 
 class OperatingLimitError(PortalError):
-    """429 ``OPERATION_TIME_LIMIT``: this method's time budget is spent; nothing executed."""
+    """429 ``OPERATION_TIME_LIMIT``: this method's time budget is spent; nothing executed.
+
+    The scheduler waits for the budget and retries; you see it only when the retry
+    policy ran out. (Inside a write batch it is ambiguous: earlier commands may
+    have run; bulk import reconciles that.)
+    """
 
 
 class AuthError(PortalError):
-    """The credentials were refused."""
+    """The credentials were refused; nothing was executed.
+
+    Catch this for both subclasses.
+    """
 
 
 class ExpiredTokenError(AuthError):
-    """401 ``expired_token``: the OAuth access token must be refreshed (§7)."""
+    """401 ``expired_token``: the OAuth access token must be refreshed (§7).
+
+    An OAuth client refreshes and repeats the call itself; a webhook client never
+    sees it.
+    """
 
     #: Which token generation was refused, so that many calls failing together
     #: cause one refresh (set by the transport).
@@ -288,35 +370,60 @@ class ExpiredTokenError(AuthError):
 
 
 class InvalidCredentialsError(AuthError):
-    """Wrong webhook code or token, or the credential lacks a scope or permission."""
+    """Wrong webhook code or token, or the credential lacks a scope or permission.
+
+    Nothing was executed. Check the webhook URL and its scopes (``task``).
+    """
 
 
 class AccessDeniedError(PortalError):
-    """The user may not touch this object, or REST is not on the portal's plan."""
+    """The user may not touch this object, or REST is not on the portal's plan.
+
+    Nothing was executed. ``update`` and ``delete`` raise it for a result the user
+    did not write.
+    """
 
 
 class NotFoundError(PortalError):
-    """The object or the method does not exist."""
+    """The object or the method does not exist; nothing was executed."""
 
 
 class InvalidRequestError(PortalError):
-    """The portal's validation refused the request (missing field, wrong type, ...)."""
+    """The portal's validation refused the request (missing field, wrong type, ...).
+
+    Nothing was executed; ``validation`` holds the REST 3.0 details.
+    """
 
 
 class IdempotencyKeyError(PortalError):
-    """The Idempotency-Key was reused with another body, or is malformed (§4.1)."""
+    """The Idempotency-Key was reused with another body, or is malformed (§4.1).
+
+    Nothing was executed for this body. The key already names another write: use a
+    fresh key for a different result.
+    """
 
 
 class BatchError(PortalError):
-    """The batch itself was refused: too many commands, or a method not allowed in batch."""
+    """The batch itself was refused: too many commands, or a method not allowed in batch.
+
+    None of the batch's commands ran.
+    """
 
 
 class ServiceBlockedError(PortalError):
-    """REST is blocked for the portal or the portal is gone; retrying will not help."""
+    """REST is blocked for the portal or the portal is gone; retrying will not help.
+
+    Nothing was executed; the portal's administrator or Bitrix24 support must act
+    (``PAYMENT_REQUIRED``, ``OVERLOAD_LIMIT``, ``PORTAL_DELETED``).
+    """
 
 
 class ServerError(PortalError):
-    """A 5xx from the portal: the call may have executed."""
+    """A 5xx from the portal: the call may have executed.
+
+    Reads and keyed writes are retried; you see it when the retry policy ran out
+    (for a write, as the ``cause`` of `OutcomeUnknownError`).
+    """
 
 
 _V3 = "BITRIX_REST_V3_EXCEPTION_"
@@ -404,6 +511,19 @@ def portal_error(
     method: str | None = None,
     validation: tuple[ValidationDetail, ...] = (),
 ) -> PortalError:
-    """Build the typed error for a portal error body: code first, HTTP status second."""
+    """Build the typed error for a portal error body: code first, HTTP status second.
+
+    Used by the transport and by fakes that must raise what a real portal would.
+
+    Args:
+        code: The portal's error code.
+        message: The portal's error text.
+        status: The HTTP status.
+        method: The REST method of the call.
+        validation: The REST 3.0 validation details.
+
+    Returns:
+        An instance of the `PortalError` subclass for that code and status.
+    """
     cls = _class_for(code, status, message)
     return cls(message, code=code, status=status, method=method, validation=validation)

@@ -55,7 +55,9 @@ class _Wire(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
 class ResultRights(_Wire, frozen=True, kw_only=True):
     """What the calling user may do with a result (§5.1 ``rights``)."""
 
+    #: The user may change the result's text (`ResultsClient.update`).
     edit: bool = False
+    #: The user may delete the result (`ResultsClient.delete`).
     remove: bool = False
 
 
@@ -67,17 +69,25 @@ class TaskResult(_Wire, frozen=True, kw_only=True):
     ``"closed"`` today and kept as sent if the portal grows another value.
     """
 
+    #: The result's id; ids only grow on a portal.
     id: int
+    #: The task the result belongs to.
     task_id: int
+    #: The result's text.
     text: str
+    #: The user who wrote it.
     author_id: int | None = None
+    #: When it was created (timezone-aware).
     created_at: datetime | None = None
-    # ``updatedAt`` is null until the result is first edited (§5.1).
+    #: When it was last edited; None until the result is first edited (api-facts §5.1).
     updated_at: datetime | None = None
+    #: ``"open"`` or ``"closed"``.
     status: str | None = None
+    #: Ids of the files attached to it.
     file_ids: list[int] | None = None
+    #: What the calling user may do with it.
     rights: ResultRights | None = None
-    # Set when the result was pinned from a task-chat message (§5.3).
+    #: The chat message it was pinned from, if it was (api-facts §5.3).
     message_id: int | None = None
 
 
@@ -88,15 +98,25 @@ class LegacyTaskResult(_Wire, frozen=True, kw_only=True):
     ``addFromComment`` response (§5.7). A field the portal did not send is ``None``.
     """
 
+    #: The result's id.
     id: int
+    #: The task the result belongs to.
     task_id: int
+    #: The comment it was pinned from, if it was.
     comment_id: int | None = None
+    #: The user who wrote it.
     created_by: int | None = None
+    #: When it was created, as the portal wrote it (ISO 8601 text).
     created_at: str | None = None
+    #: When it was last edited, as the portal wrote it.
     updated_at: str | None = None
+    #: 0 open, 1 closed.
     status: int | None = None
+    #: The text, BB-code included.
     text: str | None = None
+    #: The text rendered to HTML by the portal.
     formatted_text: str | None = None
+    #: Ids of the attached files (None in the ``addFromComment`` answer).
     files: list[int] | None = None
 
     @property
@@ -119,20 +139,30 @@ class ResponseTime(msgspec.Struct, frozen=True, kw_only=True):
     reply, decoded with ``time`` None (see ``_transport/codec.py``).
     """
 
+    #: When the portal started the request, in Unix seconds.
     start: float | None = None
+    #: When it finished, in Unix seconds.
     finish: float | None = None
+    #: Seconds from start to finish.
     duration: float | None = None
+    #: Seconds the method itself ran.
     processing: float | None = None
+    #: ``start`` as the portal's date text.
     date_start: str | None = None
+    #: ``finish`` as the portal's date text.
     date_finish: str | None = None
+    #: Seconds of this method's operating budget used over the window (api-facts §2.1).
     operating: float | None = None
+    #: When the oldest one-minute share of ``operating`` expires, in Unix seconds.
     operating_reset_at: float | None = None
 
 
 class ValidationDetail(msgspec.Struct, frozen=True):
     """One entry of a REST 3.0 ``error.validation`` list (§4.2); ``field`` may be absent."""
 
+    #: What is wrong.
     message: str
+    #: The field it is about, when the portal names one.
     field: str | None = None
 
 
@@ -141,11 +171,21 @@ class NewResult(msgspec.Struct, frozen=True):
 
     ``key`` names the item across runs (for example a row id from the source
     system); bulk import derives the item's Idempotency-Key from it so a resumed
-    or retried item is replayed by the portal instead of created twice.
+    or retried item is replayed by the portal instead of created twice. Without a
+    key, the job id and the item's position name it.
+
+    Example:
+        ```python
+        items = [NewResult(42, "Done", key="row-17"), NewResult(43, "Shipped")]
+        report = await client.bulk_add(items)
+        ```
     """
 
+    #: The task to add the result to (positive).
     task_id: int
+    #: The result's text (non-empty).
     text: str
+    #: A stable name for the item across runs; the Idempotency-Key derives from it.
     key: str | None = None
 
 
@@ -186,13 +226,20 @@ class BoolBody(msgspec.Struct, frozen=True):
 class OAuthTokens(msgspec.Struct, frozen=True, kw_only=True):
     """The token endpoint's answer (§7). ``refresh_token`` rotates on every refresh."""
 
+    #: The new access token (a secret).
     access_token: str
+    #: The new refresh token (a secret); store it, the previous one no longer works.
     refresh_token: str
     # Integers from the real server; a time-compressed fake one sends fractions.
+    #: When the access token expires, in Unix seconds.
     expires: float | None = None
+    #: Seconds the access token lives.
     expires_in: float | None = None
+    #: The portal's REST endpoint, ``https://<portal>/rest/``.
     client_endpoint: str | None = None
+    #: The portal's id.
     member_id: str | None = None
+    #: The user the tokens act for.
     user_id: int | None = None
 
     def __repr__(self) -> str:
