@@ -84,8 +84,33 @@ async def bulk_add_stream(
     buffered, so a stream of millions runs in bounded memory. Outcomes come in the
     order they settle (``Outcome.index`` is the input position). Stopping early
     (close the iterator, e.g. with ``contextlib.aclosing``) cancels the work in
-    flight; with a ``journal`` a later run settles it exactly. The options are
-    those of :class:`BulkOptions`.
+    flight; with a ``journal`` a later run settles it exactly. The verification
+    pass of `bulk_add` does not run here.
+
+    Args:
+        client: A `ResultsClient` (anything with the bulk engine's port).
+        items: ``(task_id, text)`` pairs or `NewResult`s, sync or async iterable.
+        **options: The `BulkOptions`.
+
+    Yields:
+        One `Outcome` per item, as it settles.
+
+    Raises:
+        InvalidInputError: An option's value is invalid; nothing was sent. (An item
+            with a bad task id or text becomes a failed `Outcome`.)
+        TypeError: An option's name is unknown, or an item is not a pair or a
+            `NewResult`.
+        JournalError: The journal cannot be used.
+        BitrixError: An error that stops the whole job (the shared limiter
+            unreachable, say), after the work in flight has settled.
+
+    Example:
+        ```python
+        async with contextlib.aclosing(client.bulk_add_stream(rows)) as outcomes:
+            async for outcome in outcomes:
+                if outcome.status == "failed":
+                    print(outcome.index, outcome.error)
+        ```
     """
     job = Job(client, options, total=size_of(items), where="bulk_add_stream")
     # Closing this generator must close the inner one too, at once, not at GC.
@@ -101,9 +126,32 @@ async def bulk_add(client: BulkPort, items: Items, **options: Unpack[BulkOptions
     request bucket binds that is up to 50 times faster than ``batch=False``,
     which sends one keyed request per item (see docs/bulk.md for measurements).
     ``journal`` is a file path: a killed import started again with the same
-    journal finishes the rest and creates nothing twice. The options are those
-    of :class:`BulkOptions`. A job stopped early raises
-    :class:`~bitrix_results.errors.BulkAbortedError` carrying the partial report.
+    journal finishes the rest and creates nothing twice. A failed item does not
+    stop the job: it becomes a failed `Outcome`, and nothing was created for it.
+
+    Args:
+        client: A `ResultsClient` (anything with the bulk engine's port).
+        items: ``(task_id, text)`` pairs or `NewResult`s, sync or async iterable.
+        **options: The `BulkOptions`.
+
+    Returns:
+        The report: one `Outcome` per item in input order, counts, and this job's
+        share of the requests, limit errors, retries and waits.
+
+    Raises:
+        InvalidInputError: An option's value is invalid; nothing was sent.
+        TypeError: An option's name is unknown.
+        JournalError: The journal cannot be used (another job's, unreadable...);
+            nothing was sent.
+        BulkAbortedError: The job stopped before its input was done (an item that is
+            not a pair or a `NewResult`, the shared limiter unreachable...); its
+            ``report`` holds every item settled before, and ``cause`` the error.
+
+    Example:
+        ```python
+        report = await bulk_add(client, rows, journal="import.sqlite")
+        print(report.created, report.failed, report.failures_by_reason())
+        ```
     """
     started = time.monotonic()
     before = client.statistics()

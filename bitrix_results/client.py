@@ -839,12 +839,13 @@ class ResultsClient:
         Raises:
             InvalidInputError: An option's value is invalid; nothing was sent. (An
                 item with a bad task id or text becomes a failed `Outcome`.)
-            TypeError: An option's name is unknown, or an item is not a pair or a
-                `NewResult`.
-            JournalError: The journal cannot be used (another job's, or unreadable).
-            BulkAbortedError: An error stopped the job before its input was done (the
-                limiter unreachable, the journal failing...); its ``report`` holds
-                every item settled before, and ``cause`` the error.
+            TypeError: An option's name is unknown.
+            JournalError: The journal cannot be used (another job's, or unreadable);
+                nothing was sent.
+            BulkAbortedError: An error stopped the job before its input was done (an
+                item that is not a pair or a `NewResult`, the limiter unreachable...);
+                its ``report`` holds every item settled before, and ``cause`` the
+                error.
 
         Example:
             ```python

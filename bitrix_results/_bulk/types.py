@@ -46,10 +46,15 @@ class Outcome:
     ``error`` says why, and nothing was created for this item.
     """
 
+    #: The item's position in the input (0-based).
     index: int
+    #: The item, as a `NewResult`.
     item: NewResult
+    #: ``"created"`` or ``"failed"``.
     status: Literal["created", "failed"]
+    #: The created result (``"created"`` only).
     result: TaskResult | None = None
+    #: Why it failed (``"failed"`` only); nothing was created for the item.
     error: BitrixError | None = None
 
 
@@ -57,10 +62,15 @@ class Outcome:
 class BulkProgress:
     """Passed to ``on_progress`` as items settle. ``total`` is None for unsized inputs."""
 
+    #: Items settled so far, created or failed.
     done: int
+    #: Of those, created.
     created: int
+    #: Of those, failed.
     failed: int
+    #: The input's length, or None when it has none (a generator).
     total: int | None
+    #: Seconds since the job started.
     elapsed: float
 
     @property
@@ -75,6 +85,8 @@ ProgressCallback = Callable[[BulkProgress], Awaitable[None] | None]
 class BulkOptions(TypedDict, total=False):
     """The options of a bulk import, shared by the client, the blocking facade and the CLI.
 
+    All are optional; a misspelt name raises ``TypeError``.
+
     - ``batch`` (default True): up to 50 adds per request; False sends one keyed
       request per item.
     - ``concurrency``: units of work in flight (default 8 in batch mode, 16 single).
@@ -85,6 +97,13 @@ class BulkOptions(TypedDict, total=False):
     - ``verify`` (default True): ``bulk_add`` ends with a pass that finds results
       of ours created twice during the job and deletes the extra copies
       (``BulkReport.repaired``); ``bulk_add_stream`` does not run it.
+
+    Example:
+        ```python
+        report = await client.bulk_add(
+            rows, journal="import.sqlite", job_id="import-2026-11", on_progress=print
+        )
+        ```
     """
 
     batch: bool
@@ -108,15 +127,24 @@ def check_options(options: Mapping[str, object], where: str = "bulk_add") -> Non
 
 @dataclass(frozen=True, slots=True)
 class BulkReport:
-    """The result of :func:`bitrix_results.bulk.bulk_add`: one outcome per item, in input order."""
+    """The result of :func:`bitrix_results.bulk.bulk_add`: one outcome per item, in input order.
 
+    ``created + failed`` is the number of items; every item is in exactly one.
+    """
+
+    #: One outcome per input item, in input order.
     outcomes: list[Outcome]
+    #: Items whose result exists (this run or an earlier run of the journal).
     created: int
+    #: Items that failed; nothing was created for them.
     failed: int
+    #: Seconds the job took.
     elapsed: float
+    #: ``"batch"`` (up to 50 adds per request) or ``"single"``.
     mode: Literal["batch", "single"]
     #: The client's scheduler at the end of the job (its counters span the client's life).
     statistics: SchedulerStatistics
+    #: The job's id; run again with it and the same journal to resume.
     job_id: str
     #: Of ``created``, the items whose result an earlier run of the journal created.
     created_earlier: int = 0
@@ -195,6 +223,7 @@ class BulkReport:
 
     @property
     def rate(self) -> float:
+        """Items settled per second over the whole job."""
         return len(self.outcomes) / self.elapsed if self.elapsed > 0 else 0.0
 
 
@@ -202,6 +231,9 @@ class BulkReport:
 class ResultsOfTask:
     """The results of one task from ``results_of_many``, or why they could not be read."""
 
+    #: The task.
     task_id: int
+    #: Its results (`TaskResult`s for v3, `LegacyTaskResult`s for v2); empty on error.
     results: list[TaskResult] | list[LegacyTaskResult]
+    #: Why the task's results could not be read (``NotFoundError``...), or None.
     error: BitrixError | None = None
