@@ -225,7 +225,10 @@ class _LoopState:
 
 
 class MemoryBackend:
-    """State in this process, per event loop.
+    """State in this process, per event loop: the default backend.
+
+    Takes no arguments; `Scheduler` uses one process-wide instance unless given
+    another backend.
 
     aiolimiter buckets and asyncio futures belong to one event loop, so the
     state is kept per loop (weakly: a closed loop's state goes with it). Every

@@ -16,6 +16,21 @@ class Limits:
     is refused with 503 once more than X are outstanding, and Y drain each
     second. ``operating_limit`` seconds of execution time per method are allowed
     within ``operating_window`` seconds before that method gets 429.
+
+    Args:
+        burst: The bucket's size X: requests outstanding before a 503.
+        drain_per_second: The bucket's drain Y: requests per second.
+        operating_limit: Seconds of execution time per method in the window.
+        operating_window: The window, in seconds.
+
+    Raises:
+        ValueError: ``burst`` is not a positive int, or another field is not a
+            positive finite number.
+
+    Example:
+        ```python
+        client = ResultsClient.from_webhook(url, limits=Limits.enterprise())
+        ```
     """
 
     burst: int = 50
@@ -33,12 +48,20 @@ class Limits:
 
     @classmethod
     def standard(cls) -> Limits:
-        """Every plan but Enterprise: burst 50, drain 2/s (facts §1); 480 s per 600 s (§2.2)."""
+        """Every plan but Enterprise: burst 50, drain 2/s (facts §1); 480 s per 600 s (§2.2).
+
+        Returns:
+            The limits of a standard cloud portal (the default).
+        """
         return cls(burst=50, drain_per_second=2.0, operating_limit=480.0, operating_window=600.0)
 
     @classmethod
     def enterprise(cls) -> Limits:
-        """Enterprise: burst 250, drain 5/s (facts §1); the same operating budget (§2.2)."""
+        """Enterprise: burst 250, drain 5/s (facts §1); the same operating budget (§2.2).
+
+        Returns:
+            The limits of an Enterprise cloud portal.
+        """
         return cls(burst=250, drain_per_second=5.0, operating_limit=480.0, operating_window=600.0)
 
     def scaled(self, factor: float) -> Limits:
@@ -47,6 +70,15 @@ class Limits:
         Matches the fake portal's ``scale``: rates are multiplied by ``factor``,
         every time span (the window, and the budget, which is seconds of
         execution) is divided by it. The burst is a count and does not change.
+
+        Args:
+            factor: How many times faster the portal's clock runs.
+
+        Returns:
+            New limits; these are unchanged.
+
+        Raises:
+            ValueError: ``factor`` is not a positive finite number.
         """
         if not _positive_finite(factor):
             raise ValueError(f"factor: must be a positive finite number, got {factor!r}")

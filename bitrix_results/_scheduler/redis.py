@@ -251,40 +251,43 @@ class _Loop:
 class RedisBackend:
     """Bucket and budget state in Redis, shared by every process that uses the same keys.
 
-    ``redis``: a ``redis.asyncio.Redis`` or ``RedisCluster`` client
-    (``decode_responses`` either way); it stays yours to close. Or build one
-    with :meth:`from_url`, which the backend owns and closes (``aclose()`` or
-    ``async with``). A client belongs to one event loop: on other loops (a
-    sync facade's thread beside an async app) the backend opens its own client
-    with the same connection settings.
+    Give it to a `Scheduler` (``Scheduler(limits, backend=...)``) and the
+    scheduler to each client, in every worker. Needs Redis 5 or newer. The keys
+    are ``{prefix}:{p:portal}:bucket`` (``:egress`` appended when given) and
+    ``{prefix}:{c:credential}:budget:method``; the braces are Redis Cluster hash
+    tags, so every script touches one slot.
 
-    ``prefix``: namespace of the keys. The bucket is
-    ``{prefix}:{p:portal}:bucket`` (``:egress`` appended when given), a budget
-    key ``{prefix}:{c:credential}:budget:method``; the braces are Redis
-    Cluster hash tags, so every script touches one slot. Needs Redis 5 or newer.
+    Args:
+        redis: A ``redis.asyncio.Redis`` or ``RedisCluster`` client
+            (``decode_responses`` either way); it stays yours to close. Or build
+            one with `from_url`, which the backend owns and closes (``aclose()`` or
+            ``async with``). A client belongs to one event loop: on other loops (a
+            sync facade's thread beside an async app) the backend opens its own
+            client with the same connection settings.
+        prefix: Namespace of the keys (no braces).
+        egress: This host's source address, when hosts leave by different
+            addresses: the portal keeps one bucket per portal *and* source address
+            (api-facts §1), so they may each use a whole one. Leave it None when
+            all workers share an address (the safe default: one bucket for all).
+        server_time: Decide on the Redis server's clock (the default: one clock
+            for all hosts); False uses the scheduler's clock (tests on virtual time).
+        lease: Seconds a call in flight counts if its process dies; a heartbeat
+            renews it every third of it while the call runs. Default: a tenth of
+            the operating window of the `Limits` in use, at most 10 s.
+        unavailable_wait: Seconds a call keeps retrying an unreachable Redis before
+            it gives up (backoff from 50 ms doubling to 1 s between attempts).
+        command_timeout: The longest one Redis command may take (a hung server).
+        fallback_share: None (the default) fails closed: a call that cannot reach
+            Redis raises `LimiterUnavailableError` without being sent. A share in
+            (0, 1] paces this process on a local bucket with that fraction of the
+            drain and burst instead (give each of N workers at most 1/N) until
+            Redis answers again; its budget is then learned from the portal's
+            replies alone.
 
-    ``egress``: this host's source address, when hosts leave by different
-    addresses: the portal keeps one bucket per portal *and* source address
-    (api-facts §1), so they may each use a whole one. Leave it None when all
-    workers share an address (the safe default: one bucket for all).
-
-    ``server_time``: decide on the Redis server's clock (the default: one clock
-    for all hosts); False uses the scheduler's clock (tests on virtual time).
-
-    ``lease``: seconds a call in flight counts if its process dies; a heartbeat
-    renews it every third of it while the call runs. Default: a tenth of the
-    operating window of the ``Limits`` in use, at most 10 s.
-
-    ``unavailable_wait``: how long a call keeps retrying an unreachable Redis
-    before it gives up (backoff from 50 ms doubling to 1 s between attempts).
-    ``command_timeout``: the longest one Redis command may take (a hung server).
-
-    ``fallback_share``: None (the default) fails closed: a call that cannot
-    reach Redis raises :class:`~bitrix_results.errors.LimiterUnavailableError`
-    without being sent. A share in (0, 1] paces this process on a local bucket
-    with that fraction of the drain and burst instead (give each of N workers
-    at most 1/N) until Redis answers again; its budget is then learned from the
-    portal's replies alone.
+    Raises:
+        ValueError: An argument is out of range (an empty prefix or one with
+            braces, a lease or timeout that is not a positive number, a share
+            outside (0, 1]).
     """
 
     def __init__(
@@ -339,10 +342,28 @@ class RedisBackend:
 
     @classmethod
     def from_url(cls, url: str, *, cluster: bool = False, **options: Any) -> RedisBackend:
-        """A backend with its own client(s) for ``url``, closed by :meth:`aclose`.
+        """Build a backend with its own client(s) for ``url``, closed by `aclose`.
 
-        ``cluster``: connect with ``RedisCluster`` (any node's address will do).
-        Other keyword arguments are :class:`RedisBackend`'s.
+        Args:
+            url: A Redis URL, ``redis://host:6379/0`` (``rediss://`` for TLS).
+            cluster: Connect with ``RedisCluster`` (any node's address will do).
+            **options: The other arguments of `RedisBackend` (``prefix``,
+                ``egress``, ``fallback_share``...).
+
+        Returns:
+            A backend that owns its clients; close it with ``aclose()`` or
+            ``async with``. Nothing connects until the first call.
+
+        Raises:
+            ValueError: The URL or an option is invalid.
+
+        Example:
+            ```python
+            async with RedisBackend.from_url("redis://localhost:6379/0") as backend:
+                scheduler = Scheduler(Limits.standard(), backend=backend)
+                async with ResultsClient.from_webhook(url, scheduler=scheduler) as client:
+                    ...
+            ```
         """
         factory = _factory(url, cluster)
         backend = cls(factory(), **options)

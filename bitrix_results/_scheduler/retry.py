@@ -180,20 +180,35 @@ def needs_backoff(exc: BaseException) -> bool:
 class RetryPolicy:
     """How often and how long one call is retried. Both are capped.
 
-    - ``max_attempts``: sends of one call, the first included. 10: enough to ride
-      out a second tenant's burst (each 503 is an attempt) and a flaky network,
-      few enough that a dead portal fails a call in minutes, not hours.
-    - ``max_elapsed``: seconds one call may spend *failing*, from its first
-      send, not counting time queued for the bucket, the budget or a concurrency
-      slot. Queueing is pacing, not failure: a call can wait a whole operating
-      window behind a 429 hold (facts §2.2, up to 10 minutes) or behind a
-      thousand other calls, and still be healthy. 300 s: five of the portal's
-      60 s request timeouts (facts §1), or a short network outage.
-    - ``base_delay`` / ``max_delay``: exponential backoff with full jitter for
-      connect errors and ambiguous failures: attempt *n* sleeps a uniform random
-      time in ``[0, min(max_delay, base_delay * 2**(n-1))]``. 0.5 s doubling to
-      30 s, like b24jssdk and b24api (peers §3a, §4); full jitter so many
-      callers that failed together do not retry together.
+    What is retried at all is fixed by the call, not the policy: failures that
+    executed nothing always, ambiguous ones only for reads and keyed writes. When
+    a cap is reached the last error is raised (``OutcomeUnknownError`` for a write
+    that may have executed).
+
+    Args:
+        max_attempts: Sends of one call, the first included. 10: enough to ride
+            out a second tenant's burst (each 503 is an attempt) and a flaky
+            network, few enough that a dead portal fails a call in minutes.
+        max_elapsed: Seconds one call may spend *failing*, from its first send,
+            not counting time queued for the bucket, the budget or a concurrency
+            slot. Queueing is pacing, not failure: a call can wait a whole
+            operating window behind a 429 hold (facts §2.2, up to 10 minutes) and
+            still be healthy. 300 s: five of the portal's 60 s request timeouts
+            (facts §1), or a short network outage. ``math.inf``: no cap.
+        base_delay: The first backoff cap, in seconds. Connect errors and ambiguous
+            failures back off exponentially with full jitter: attempt *n* sleeps a
+            uniform random time in ``[0, min(max_delay, base_delay * 2**(n-1))]``,
+            so many callers that failed together do not retry together.
+        max_delay: The largest backoff cap, in seconds (0.5 s doubles to 30 s).
+
+    Raises:
+        TypeError: ``max_attempts`` is not an int.
+        ValueError: ``max_attempts`` is below 1, or a time is negative or NaN.
+
+    Example:
+        ```python
+        client = ResultsClient.from_webhook(url, retry=RetryPolicy(max_attempts=3))
+        ```
     """
 
     max_attempts: int = 10
@@ -218,6 +233,12 @@ class RetryPolicy:
 
         Everything else is the default; 503 and 429 retries stay paced by the
         bucket and the budget, which never back off anyway.
+
+        Args:
+            max_attempts: Sends of one call, the first included.
+
+        Returns:
+            A policy with ``base_delay`` and ``max_delay`` 0.
         """
         return cls(max_attempts=max_attempts, base_delay=0.0, max_delay=0.0)
 

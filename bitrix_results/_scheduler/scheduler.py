@@ -122,15 +122,31 @@ class _Slots:
 class Scheduler:
     """Paces calls to the portal's limits and retries what is safe to retry.
 
-    ``limits``: the portal's bucket and budget (:class:`Limits`).
-    ``backend``: where the limits' state lives; default: the process-wide
-    memory backend, so every scheduler of one portal in this process (on one
-    event loop) shares one bucket. Pass a ``RedisBackend`` to share across
-    processes (SPEC §2.5).
-    ``concurrency``: calls in flight at most.
-    ``headroom``: requests of the burst left unused (``bucket.DEFAULT_HEADROOM``).
-    ``retry``: attempt and time caps, backoff (:class:`RetryPolicy`).
-    ``clock``: wall time, loop time and sleep (:class:`Clock`); tests inject one.
+    A client builds its own from its options; build one yourself to share it
+    between clients or to keep the limits' state in Redis (SPEC §2.5).
+
+    Args:
+        limits: The portal's bucket and budget.
+        backend: Where the limits' state lives. Default: the process-wide
+            `MemoryBackend`, so every scheduler of one portal in this process (on
+            one event loop) shares one bucket. A `RedisBackend` shares it across
+            processes and hosts.
+        concurrency: Calls in flight at most.
+        headroom: Requests of the burst left unused, for other clients of the
+            webhook (default 2).
+        retry: Attempt and time caps, backoff (default ``RetryPolicy()``).
+        clock: Wall time, loop time and sleep; tests inject a virtual one.
+
+    Raises:
+        TypeError: ``limits`` is not a `Limits`.
+        ValueError: ``concurrency`` is not a positive int or ``headroom`` is negative.
+
+    Example:
+        ```python
+        backend = RedisBackend.from_url("redis://localhost:6379/0")
+        scheduler = Scheduler(Limits.standard(), backend=backend)
+        client = ResultsClient.from_webhook(url, scheduler=scheduler)
+        ```
     """
 
     def __init__(
@@ -189,10 +205,12 @@ class Scheduler:
 
     @property
     def limits(self) -> Limits:
+        """The limits the scheduler paces to."""
         return self._limits
 
     @property
     def concurrency(self) -> int:
+        """Calls in flight at most."""
         return self._concurrency
 
     @property
@@ -202,10 +220,12 @@ class Scheduler:
 
     @property
     def retry_policy(self) -> RetryPolicy:
+        """The retry policy of every call."""
         return self._retry
 
     @property
     def backend(self) -> Backend:
+        """Where the limits' state lives."""
         return self._backend
 
     # -- the one entry point ------------------------------------------------------
@@ -419,7 +439,12 @@ class Scheduler:
     # -- statistics ---------------------------------------------------------------
 
     def statistics(self) -> SchedulerStatistics:
-        """A frozen snapshot: this scheduler's counters and the limits' state."""
+        """Take a frozen snapshot: this scheduler's counters and the limits' state.
+
+        Returns:
+            Counters since the scheduler was made, and each portal's bucket and each
+            method's budget as last seen.
+        """
         buckets: dict[str, BucketStatistics] = {}
         for portal in self._portals:
             bucket = self._backend.bucket_statistics(portal)

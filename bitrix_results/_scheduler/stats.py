@@ -13,6 +13,7 @@ __all__ = ["BucketStatistics", "BudgetStatistics", "SchedulerStatistics"]
 class BucketStatistics:
     """One portal's leaky bucket as this process last saw it."""
 
+    #: The portal's address.
     portal: str
     #: Requests outstanding in our model (with Redis: when last read, and it
     #: includes reservations still waiting for their turn).
@@ -21,6 +22,7 @@ class BucketStatistics:
     capacity: float
     #: The drain rate in force: the nominal one, or slower after a 503.
     drain_per_second: float
+    #: The drain rate of the ``Limits`` in use.
     nominal_drain_per_second: float
 
 
@@ -28,7 +30,9 @@ class BucketStatistics:
 class BudgetStatistics:
     """One (credential, method) operating budget as this process last saw it."""
 
+    #: The credential's fingerprint (never the secret itself).
     credential: str
+    #: The REST method (or the budget a batch shares).
     method: str
     #: The latest running total the portal reported (seconds), None if never.
     operating: float | None
@@ -56,11 +60,13 @@ class SchedulerStatistics:
 
     #: HTTP requests handed to the transport (a batch is one; retries count).
     requests_sent: int = 0
-    #: Requests that had to wait for a bucket slot, and the seconds they waited.
+    #: Requests that had to wait for a bucket slot.
     bucket_waits: int = 0
+    #: Seconds requests waited for a bucket slot, summed.
     bucket_wait_seconds: float = 0.0
-    #: Calls that had to wait for an operating budget, and the seconds they waited.
+    #: Calls that had to wait for an operating budget.
     budget_waits: int = 0
+    #: Seconds calls waited for an operating budget, summed.
     budget_wait_seconds: float = 0.0
     #: Retries by reason: rate_limit, operating_limit, expired_token, connect,
     #: timeout, connection_lost, server_error, decode_error.
@@ -88,6 +94,7 @@ class SchedulerStatistics:
 
     @property
     def retries_total(self) -> int:
+        """Retries of every reason, summed."""
         return sum(self.retries.values())
 
     @property
