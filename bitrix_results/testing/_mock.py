@@ -22,16 +22,28 @@ Handler = Callable[[RawRequest], RawResponse | Awaitable[RawResponse]]
 
 
 class MockSender:
-    """An :class:`~bitrix_results._transport.wire.HttpSender` that calls ``handler``.
+    """An HTTP sender that calls ``handler`` instead of the network.
 
-    ::
+    Pass it as ``sender=`` to `ResultsClient.from_webhook` or ``from_oauth``: URL
+    forms, auth placement, redirects and decoding still run as in production.
 
+    Args:
+        handler: Takes a `RawRequest` and returns a `RawResponse`, sync or async.
+            It may raise ``ConnectError``, ``RequestTimeoutError`` or
+            ``ConnectionLostError`` to act out a network failure. Response header
+            names may have any case.
+
+    Raises:
+        TypeError: ``handler`` is not callable. (When it is called, a handler that
+            returns something other than a `RawResponse` raises ``TypeError`` too.)
+
+    Example:
+        ```python
         def handler(request: RawRequest) -> RawResponse:
             return RawResponse(200, {"content-type": "application/json"}, b'{"result": []}')
 
         client = ResultsClient.from_webhook(url, sender=MockSender(handler))
-
-    The handler may be sync or async. Response header names may have any case.
+        ```
     """
 
     def __init__(self, handler: Handler) -> None:
@@ -42,6 +54,18 @@ class MockSender:
         self.closed = False
 
     async def send(self, request: RawRequest) -> RawResponse:
+        """Answer one request through the handler (the client calls this).
+
+        Args:
+            request: The request the client would put on the wire.
+
+        Returns:
+            The handler's response, its header names in lower case.
+
+        Raises:
+            RuntimeError: The sender was closed.
+            TypeError: The handler returned something other than a `RawResponse`.
+        """
         if self.closed:
             raise RuntimeError("the client is closed")
         response = self._handler(request)
@@ -54,4 +78,5 @@ class MockSender:
         return RawResponse(response.status, headers, response.body)
 
     async def aclose(self) -> None:
+        """Mark the sender closed; the client calls it when it is closed."""
         self.closed = True

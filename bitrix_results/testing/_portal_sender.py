@@ -23,14 +23,22 @@ __all__ = ["PortalSender"]
 
 
 class PortalSender(MockSender):
-    """A sender whose every request is answered by ``portal.handle``::
+    """A sender whose every request is answered by a `FakePortal`, in-process.
 
+    Args:
+        portal: The fake portal that answers.
+        base_url: Only shapes `webhook_url` and the other URLs: the portal answers
+            whatever host the client addresses.
+        client: The source address the portal buckets by.
+        timeout: Seconds after which a slow answer becomes ``RequestTimeoutError``
+            (None: wait for any answer).
+
+    Example:
+        ```python
         sender = PortalSender(FakePortal(PortalConfig(scale=100)))
         async with ResultsClient.from_webhook(sender.webhook_url, sender=sender) as client:
             await client.add(1, "Done")
-
-    ``base_url`` only shapes the URLs below: the portal answers whatever host the
-    client addresses. ``client`` is the source address the portal buckets by.
+        ```
     """
 
     def __init__(

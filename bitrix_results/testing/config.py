@@ -40,25 +40,42 @@ _PLANS: Mapping[str, tuple[int, float]] = {
 class Faults:
     """Seeded fault injection; each probability is drawn per HTTP request (0 = never).
 
-    - ``fail_before``: a JSON 500 ``INTERNAL_SERVER_ERROR`` before anything runs.
-    - ``drop_after``: the call runs and is recorded, then the TCP connection is closed
-      with no HTTP response (the client cannot know whether it ran).
-    - ``slow``: the call runs, then the answer waits ``slow_seconds`` of real time
-      (not scaled: it exists to trip client timeouts, which are real). A slow *answer*.
-    - ``slow_execution``: a slow *execution*: the request is admitted, authenticated
-      and its Idempotency-Key looked up on arrival, but the call itself runs only
-      ``slow_execution_seconds`` of real time later, and the answer follows. A
-      same-key request sent meanwhile finds no stored answer and runs too: api-facts
-      §4.1, two requests with the same key at the same time may both run.
-    - ``html_503``: a ``text/html`` 503 page before anything runs (facts §6, the
-      fast_bitrix24 #216 report of HTML bodies).
-    - ``redirect``: a 302 domain-change redirect before anything runs, to the same path
-      on ``redirect_to`` (facts §7 "Domain change"). Requests that already arrive on
-      the ``redirect_to`` origin are served, so a client that re-posts there succeeds.
-      ``None`` redirects to the request's own origin, and the re-post of a redirected
-      request (same client, URL and body) is served: following always makes progress.
-    - ``methods``: the REST method names (lower case, ``"batch"`` for batches) the faults
-      apply to; ``None`` means every method.
+    Args:
+        fail_before: A JSON 500 ``INTERNAL_SERVER_ERROR`` before anything runs.
+        drop_after: The call runs and is recorded, then the TCP connection is closed
+            with no HTTP response (the client cannot know whether it ran).
+        slow: The call runs, then the answer waits ``slow_seconds`` of real time
+            (not scaled: it exists to trip client timeouts, which are real). A slow
+            *answer*.
+        html_503: A ``text/html`` 503 page before anything runs (api-facts §6:
+            proxies answer with HTML bodies).
+        redirect: A 302 domain-change redirect before anything runs, to the same
+            path on ``redirect_to`` (api-facts §7 "Domain change").
+        slow_execution: A slow *execution*: the request is admitted, authenticated
+            and its Idempotency-Key looked up on arrival, but the call itself runs
+            only ``slow_execution_seconds`` of real time later, and the answer
+            follows. A same-key request sent meanwhile finds no stored answer and
+            runs too: api-facts §4.1, two requests with the same key at the same
+            time may both run.
+        slow_seconds: How long a ``slow`` answer waits, in real seconds.
+        slow_execution_seconds: How long a ``slow_execution`` call waits, in real
+            seconds.
+        redirect_to: The origin redirects lead to. Requests that already arrive on
+            it are served, so a client that re-posts there succeeds. None
+            redirects to the request's own origin, and the re-post of a redirected
+            request (same client, URL and body) is served: following always makes
+            progress.
+        methods: The REST method names (lower case, ``"batch"`` for batches) the
+            faults apply to; None means every method.
+
+    Raises:
+        ValueError: A probability is outside [0, 1], or a delay is negative.
+
+    Example:
+        ```python
+        faults = Faults(drop_after=0.1, methods=frozenset({"tasks.task.result.add"}))
+        portal = FakePortal(PortalConfig(scale=20, faults=faults))
+        ```
     """
 
     fail_before: float = 0.0

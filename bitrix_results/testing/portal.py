@@ -191,10 +191,26 @@ class _Counters:
 class FakePortal:
     """A faithful fake of a Bitrix24 cloud portal for the task-results API.
 
-    ``config`` sets the plan, limits, scale, switches and faults; ``clock`` is the time
-    source (inject one to move time in tests); ``seed`` makes costs, faults and tokens
-    reproducible. Thread-safe: the HTTP adapter may run it in another thread while a
-    test reads :meth:`stats` and :attr:`ledger`.
+    It keeps the limits (bucket and operating budget), idempotency, tasks, results,
+    comments and tokens, and records every call that ran in its ``ledger``.
+    Thread-safe: the HTTP adapter may run it in another thread while a test reads
+    `stats` and ``ledger``. Serve it with `serve_portal`, or put it behind a
+    `PortalSender`.
+
+    Args:
+        config: The plan, limits, scale, switches and faults (default
+            ``PortalConfig()``).
+        clock: The time source, in Unix seconds; inject one to move time in tests.
+        seed: Makes costs, faults and tokens reproducible.
+
+    Example:
+        ```python
+        portal = FakePortal(PortalConfig(plan="standard", scale=20), seed=7)
+        portal.add_task(42)
+        async with serve_portal(portal) as running:
+            ...  # run the code under test against running.webhook_url
+        assert portal.ledger.duplicates() == 0
+        ```
     """
 
     def __init__(
@@ -231,10 +247,18 @@ class FakePortal:
     # -- configuration ------------------------------------------------------------------
     @property
     def config(self) -> PortalConfig:
+        """The configuration in force."""
         return self._config
 
     def configure(self, **changes: Any) -> None:
-        """Change the config of a running portal (e.g. switch faults on mid-test)."""
+        """Change the config of a running portal (e.g. switch faults on mid-test).
+
+        Args:
+            **changes: `PortalConfig` fields and their new values.
+
+        Raises:
+            TypeError: A name is not a `PortalConfig` field.
+        """
         with self._lock:
             self._config = dataclasses.replace(self._config, **changes)
             self._apply_limits()
@@ -253,35 +277,89 @@ class FakePortal:
     def add_task(
         self, task_id: int, *, completed: bool = False, members: Iterable[int] | None = None
     ) -> int:
-        """Create or replace a task; ``members`` None means everyone may see it."""
+        """Create or replace a task.
+
+        Args:
+            task_id: The task's id.
+            completed: Create it completed (its results closed).
+            members: The users who may see it; None means everyone.
+
+        Returns:
+            The task's id.
+        """
         with self._lock:
             return self._world.add_task(task_id, completed=completed, members=members).id
 
     def add_user(self, user_id: int, *, is_admin: bool = False, name: str = "") -> int:
+        """Create or replace a user.
+
+        Args:
+            user_id: The user's id.
+            is_admin: Whether the user is a portal administrator.
+            name: The user's name.
+
+        Returns:
+            The user's id.
+        """
         with self._lock:
             return self._world.add_user(user_id, name=name, is_admin=is_admin).id
 
     def add_webhook(self, user_id: int, code: str | None = None) -> str:
-        """Register another webhook for ``user_id``; returns its code."""
+        """Register another webhook for a user.
+
+        Args:
+            user_id: The user the webhook acts for.
+            code: The webhook's secret code (a random one when None).
+
+        Returns:
+            The code.
+        """
         with self._lock:
             code = code or f"wh{self._tokens.new_secret()[:14]}"
             self._webhooks[code] = user_id
             return code
 
     def add_comment(self, task_id: int, author_id: int = 1, text: str = "A comment") -> int:
-        """A task comment (for v2 addFromComment); returns its id."""
+        """Add a task comment (for v2 ``addFromComment``).
+
+        Args:
+            task_id: The task.
+            author_id: The comment's author.
+            text: The comment.
+
+        Returns:
+            The comment's id.
+        """
         with self._lock:
             return self._world.add_comment(task_id, author_id, text).id
 
     def add_chat_message(
         self, task_id: int | None, author_id: int = 1, text: str = "A chat message"
     ) -> int:
-        """A message in the task's chat (``None``: a chat that is not a task chat)."""
+        """Add a message to a task's chat (for ``addfromchatmessage``).
+
+        Args:
+            task_id: The task; None puts it in a chat that is not a task chat.
+            author_id: The message's author.
+            text: The message.
+
+        Returns:
+            The message's id.
+        """
         with self._lock:
             return self._world.add_message(task_id, author_id, text).id
 
     def add_result(self, task_id: int, text: str, author_id: int = 1) -> int:
-        """Seed an existing result (not an API call: it is not in the ledger)."""
+        """Seed an existing result (not an API call: it is not in the ledger).
+
+        Args:
+            task_id: The task, which must exist.
+            text: The result's text.
+            author_id: The result's author.
+
+        Returns:
+            The result's id.
+        """
         with self._lock:
             task = self._world.tasks[task_id]
             result = self._world.create_result(task, text, author_id, self._clock())
@@ -294,6 +372,7 @@ class FakePortal:
             self._world.complete_task(task_id)
 
     def resume_task(self, task_id: int) -> None:
+        """Reopen a completed task."""
         with self._lock:
             self._world.resume_task(task_id)
 
@@ -313,6 +392,7 @@ class FakePortal:
             ]
 
     def comments_of(self, task_id: int) -> list[dict[str, Any]]:
+        """Comments of a task, as ``{"id", "authorId", "text"}`` dicts."""
         with self._lock:
             return [
                 {"id": c.id, "authorId": c.author_id, "text": c.text}

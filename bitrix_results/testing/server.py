@@ -146,7 +146,24 @@ async def _start(portal: FakePortal, host: str, port: int) -> tuple[web.AppRunne
 async def serve_portal(
     portal: FakePortal, *, host: str = "127.0.0.1", port: int = 0
 ) -> AsyncIterator[RunningPortal]:
-    """Serve ``portal`` in this event loop; ``port=0`` picks a free port."""
+    """Serve a fake portal over HTTP in this event loop, for the ``async with`` block.
+
+    Args:
+        portal: The portal to serve.
+        host: The address to listen on (keep it local).
+        port: The port; 0 picks a free one.
+
+    Yields:
+        The running portal: its addresses (``webhook_url``...) and the portal.
+
+    Example:
+        ```python
+        portal = FakePortal(PortalConfig(scale=20))
+        async with serve_portal(portal) as running:
+            async with ResultsClient.from_webhook(running.webhook_url) as client:
+                await client.add(1, "Done")
+        ```
+    """
     runner, running = await _start(portal, host, port)
     try:
         yield running
@@ -162,6 +179,21 @@ def serve_portal_in_thread(
 
     Works from sync code and from any event loop, since the caller's loop is never
     touched. The portal is thread-safe, so the caller may read ``stats()`` meanwhile.
+
+    Args:
+        portal: The portal to serve.
+        host: The address to listen on (keep it local).
+        port: The port; 0 picks a free one.
+
+    Yields:
+        The running portal: its addresses (``webhook_url``...) and the portal.
+
+    Example:
+        ```python
+        with serve_portal_in_thread(FakePortal()) as running:
+            with bitrix_results.sync.ResultsClient.from_webhook(running.webhook_url) as client:
+                client.add(1, "Done")
+        ```
     """
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="fake-bitrix24-portal", daemon=True)
@@ -192,7 +224,15 @@ async def run_emulator(
 ) -> None:
     """Serve a fake portal until cancelled, printing where (``bitrix-results emulator``).
 
-    ``plan`` and ``scale``, when given, override the same fields of ``config``.
+    Args:
+        host: The address to listen on.
+        port: The port (0 picks a free one).
+        plan: ``"standard"`` or ``"enterprise"``; overrides ``config.plan``.
+        scale: The time compression; overrides ``config.scale``.
+        seed: Makes costs, faults and tokens reproducible.
+        config: The portal's configuration (default ``PortalConfig()``).
+        echo: Where the startup lines go.
+        on_ready: Called with the running portal once it listens.
     """
     base = config if config is not None else PortalConfig()
     overrides: dict[str, object] = {}
