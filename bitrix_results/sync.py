@@ -139,6 +139,12 @@ class ResultsClient:
     """
 
     def __init__(self, factory: Callable[[], _async.ResultsClient]) -> None:
+        """Build a blocking client around the async client ``factory`` makes.
+
+        Args:
+            factory: Makes the async client; it runs on the shared loop thread, so
+                the client's locks, session and scheduler state belong to it.
+        """
         self._loop = _shared_loop()
         # Built on the shared loop so its locks, session and scheduler state belong to it.
         self._client = self._loop.run(_build(factory))
@@ -148,7 +154,31 @@ class ResultsClient:
     def from_webhook(
         cls, url: str, *, sender: HttpSender | None = None, **options: Unpack[ClientOptions]
     ) -> ResultsClient:
-        """See :meth:`bitrix_results.ResultsClient.from_webhook`; same options."""
+        """Build a blocking client for an incoming webhook.
+
+        The arguments, options and errors are those of the async
+        `bitrix_results.ResultsClient.from_webhook`.
+
+        Args:
+            url: The webhook URL, ``https://<portal>/rest/<user>/<code>/``.
+            sender: Replaces the HTTP layer (aiohttp by default).
+            **options: The `ClientOptions`.
+
+        Returns:
+            A client; use it as a context manager so it is closed.
+
+        Raises:
+            InvalidInputError: The URL or an option's value is invalid.
+            TypeError: An option's name is unknown.
+
+        Example:
+            ```python
+            from bitrix_results.sync import ResultsClient
+
+            with ResultsClient.from_webhook("https://example.bitrix24.ru/rest/1/abc123/") as client:
+                client.add(42, "Done")
+            ```
+        """
         # Checked here too, so a misspelt option fails in the caller's thread.
         check_options(options, where="ResultsClient.from_webhook")
         return cls(lambda: _async.ResultsClient.from_webhook(url, sender=sender, **options))
@@ -167,9 +197,30 @@ class ResultsClient:
         sender: HttpSender | None = None,
         **options: Unpack[ClientOptions],
     ) -> ResultsClient:
-        """See :meth:`bitrix_results.ResultsClient.from_oauth`; same options.
+        """Build a blocking client for an OAuth application's tokens on a portal.
 
-        ``on_tokens`` is called on the shared event-loop thread.
+        The arguments, options and errors are those of the async
+        `bitrix_results.ResultsClient.from_oauth`; ``on_tokens`` is called on the
+        shared event-loop thread.
+
+        Args:
+            portal: The portal's address, ``https://example.bitrix24.ru``.
+            access_token: The current access token.
+            refresh_token: The current refresh token.
+            client_id: The application's client id.
+            client_secret: The application's client secret.
+            on_tokens: Called with the new `OAuthTokens` after each refresh; store
+                the rotated refresh token.
+            token_url: The OAuth server's token endpoint.
+            sender: Replaces the HTTP layer (aiohttp by default).
+            **options: The `ClientOptions`.
+
+        Returns:
+            A client; use it as a context manager so it is closed.
+
+        Raises:
+            InvalidInputError: A token, the portal or an option's value is invalid.
+            TypeError: An option's name is unknown.
         """
         check_options(options, where="ResultsClient.from_oauth")
         return cls(

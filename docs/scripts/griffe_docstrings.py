@@ -10,7 +10,8 @@ site, without touching the code:
 - an attribute documented by ``#:`` comment lines above it (dataclass fields) gets
   those lines as its docstring, as Sphinx would read them;
 - a method of the blocking client (``bitrix_results.sync.ResultsClient``) that has no
-  docstring of its own borrows the async method's, with a note that it blocks.
+  docstring of its own borrows the async method's, with a note that it blocks, and
+  ``await`` / ``async for`` / ``async with`` dropped from its examples.
 
 mkdocs.yml loads this file through mkdocstrings' ``extensions`` option.
 """
@@ -26,6 +27,8 @@ import griffe
 _ROLE = re.compile(r":(?:py:)?(?:meth|class|func|mod|attr|data|exc|obj):`~?([^`]+)`")
 _LITERAL = re.compile(r"(?<=\S)::$", re.MULTILINE)
 _BARE_LITERAL = re.compile(r"^::$", re.MULTILINE)
+# In the examples of the async client: ``await x``, ``async for``, ``async with``.
+_ASYNC = re.compile(r"\b(?:await|async)\s+(?=[\w(])")
 
 
 def _short(match: re.Match[str]) -> str:
@@ -39,6 +42,15 @@ def _clean(text: str) -> str:
     text = _ROLE.sub(_short, text)
     text = _BARE_LITERAL.sub("", text)
     return _LITERAL.sub(":", text)
+
+
+def _blocking(text: str) -> str:
+    """The async method's text for its blocking twin: its examples without async/await."""
+    # Only inside ``` fences (odd parts of the split): prose keeps "async iterable".
+    parts = text.split("```")
+    for index in range(1, len(parts), 2):
+        parts[index] = _ASYNC.sub("", parts[index])
+    return "```".join(parts)
 
 
 class ReadableDocstrings(griffe.Extension):
@@ -88,4 +100,4 @@ class ReadableDocstrings(griffe.Extension):
                 continue
             if text:
                 note = "Blocking: runs the async method of the same name on the shared loop.\n\n"
-                member.docstring = griffe.Docstring(note + _clean(text), parent=member)
+                member.docstring = griffe.Docstring(note + _blocking(_clean(text)), parent=member)
