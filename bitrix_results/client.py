@@ -829,7 +829,8 @@ class ResultsClient:
         docs/bulk.md.
 
         Args:
-            items: ``(task_id, text)`` pairs or `NewResult`s, sync or async iterable.
+            items: ``(task_id, text)`` pairs or `NewResult`s, in an iterable (or, on
+                the async client, an async iterable).
             **options: The `BulkOptions` (``batch``, ``journal``, ``job_id``,
                 ``on_progress``...).
 
@@ -863,8 +864,8 @@ class ResultsClient:
         The same as `bitrix_results.bulk.bulk_add_stream` with this client.
 
         Args:
-            items: ``(task_id, text)`` pairs or `NewResult`s, sync or async iterable;
-                read lazily.
+            items: ``(task_id, text)`` pairs or `NewResult`s, in an iterable (or, on
+                the async client, an async iterable); read lazily.
             **options: The `BulkOptions`.
 
         Returns:
@@ -889,7 +890,8 @@ class ResultsClient:
         """Read the results of many tasks through batched list calls, streamed per task.
 
         Args:
-            task_ids: The tasks, sync or async iterable; read lazily.
+            task_ids: The tasks, in an iterable (or, on the async client, an async
+                iterable); read lazily.
             api: ``"v3"`` (`TaskResult`s) or ``"v2"`` (`LegacyTaskResult`s).
             concurrency: Batches in flight at once (default 4).
 
