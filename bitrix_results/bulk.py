@@ -136,7 +136,7 @@ async def bulk_add(client: BulkPort, items: Items, **options: Unpack[BulkOptions
 
     Returns:
         The report: one `Outcome` per item in input order, counts, and this job's
-        share of the requests, limit errors, retries and waits.
+            share of the requests, limit errors, retries and waits.
 
     Raises:
         InvalidInputError: An option's value is invalid; nothing was sent.

@@ -285,7 +285,7 @@ class ResultsClient:
 
         Returns:
             Requests sent, waits, retries by reason, limit errors seen and the
-            per-method budgets, as they are now (the snapshot does not change).
+                per-method budgets, as they are now (the snapshot does not change).
         """
         return self._scheduler.statistics()
 
@@ -870,7 +870,7 @@ class ResultsClient:
 
         Returns:
             An async iterator of one `Outcome` per item, in the order they settle
-            (``Outcome.index`` is the input position).
+                (``Outcome.index`` is the input position).
 
         Raises:
             InvalidInputError: An option's value is invalid; nothing was sent.
@@ -897,7 +897,7 @@ class ResultsClient:
 
         Returns:
             An async iterator of one `ResultsOfTask` per task, as each completes; a
-            task that failed carries its ``error`` instead of results.
+                task that failed carries its ``error`` instead of results.
 
         Raises:
             InvalidInputError: ``api`` or ``concurrency`` is invalid, or a task id is

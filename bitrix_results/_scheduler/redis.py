@@ -352,7 +352,7 @@ class RedisBackend:
 
         Returns:
             A backend that owns its clients; close it with ``aclose()`` or
-            ``async with``. Nothing connects until the first call.
+                ``async with``. Nothing connects until the first call.
 
         Raises:
             ValueError: The URL or an option is invalid.

@@ -443,7 +443,7 @@ class Scheduler:
 
         Returns:
             Counters since the scheduler was made, and each portal's bucket and each
-            method's budget as last seen.
+                method's budget as last seen.
         """
         buckets: dict[str, BucketStatistics] = {}
         for portal in self._portals:
