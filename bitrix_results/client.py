@@ -375,7 +375,8 @@ class ResultsClient:
             InvalidRequestError: The portal's validation refused the fields.
             IdempotencyKeyError: The key was used before with another body.
             AuthError: The portal refused the credentials (``InvalidCredentialsError``).
-            OAuthError: The OAuth server refused to refresh the tokens.
+            OAuthError: The OAuth server refused to refresh the tokens (OAuth
+                clients only).
             RateLimitError: The request bucket still refused after the retry policy's
                 attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
             OperatingLimitError: The method's time budget still refused after the retry
@@ -415,7 +416,8 @@ class ResultsClient:
             AccessDeniedError: The user may not pin this message.
             NotFoundError: No such message.
             AuthError: The portal refused the credentials (``InvalidCredentialsError``).
-            OAuthError: The OAuth server refused to refresh the tokens.
+            OAuthError: The OAuth server refused to refresh the tokens (OAuth
+                clients only).
             RateLimitError: The request bucket still refused after the retry policy's
                 attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
             OperatingLimitError: The method's time budget still refused after the retry
@@ -447,7 +449,8 @@ class ResultsClient:
             AccessDeniedError: The user is not the result's author.
             NotFoundError: No such result.
             AuthError: The portal refused the credentials (``InvalidCredentialsError``).
-            OAuthError: The OAuth server refused to refresh the tokens.
+            OAuthError: The OAuth server refused to refresh the tokens (OAuth
+                clients only).
             RateLimitError: The request bucket still refused after the retry policy's
                 attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
             OperatingLimitError: The method's time budget still refused after the retry
@@ -478,7 +481,8 @@ class ResultsClient:
             AccessDeniedError: The user is not the result's author.
             NotFoundError: No such result.
             AuthError: The portal refused the credentials (``InvalidCredentialsError``).
-            OAuthError: The OAuth server refused to refresh the tokens.
+            OAuthError: The OAuth server refused to refresh the tokens (OAuth
+                clients only).
             RateLimitError: The request bucket still refused after the retry policy's
                 attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
             OperatingLimitError: The method's time budget still refused after the retry
@@ -524,7 +528,8 @@ class ResultsClient:
             AccessDeniedError: The user may not see this task.
             NotFoundError: No such task.
             AuthError: The portal refused the credentials (``InvalidCredentialsError``).
-            OAuthError: The OAuth server refused to refresh the tokens.
+            OAuthError: The OAuth server refused to refresh the tokens (OAuth
+                clients only).
             RateLimitError: The request bucket still refused after the retry policy's
                 attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
             OperatingLimitError: The method's time budget still refused after the retry
@@ -588,7 +593,8 @@ class ResultsClient:
             AccessDeniedError: The user may not see this task.
             NotFoundError: No such task.
             AuthError: The portal refused the credentials (``InvalidCredentialsError``).
-            OAuthError: The OAuth server refused to refresh the tokens.
+            OAuthError: The OAuth server refused to refresh the tokens (OAuth
+                clients only).
             RateLimitError: The request bucket still refused after the retry policy's
                 attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
             OperatingLimitError: The method's time budget still refused after the retry
@@ -635,7 +641,8 @@ class ResultsClient:
             AccessDeniedError: The user may not write to this task's chat.
             NotFoundError: No such task.
             AuthError: The portal refused the credentials (``InvalidCredentialsError``).
-            OAuthError: The OAuth server refused to refresh the tokens.
+            OAuthError: The OAuth server refused to refresh the tokens (OAuth
+                clients only).
             RateLimitError: The request bucket still refused after the retry policy's
                 attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
             OperatingLimitError: The method's time budget still refused after the retry
@@ -672,7 +679,8 @@ class ResultsClient:
             AccessDeniedError: The user may not see this task.
             NotFoundError: No such task.
             AuthError: The portal refused the credentials (``InvalidCredentialsError``).
-            OAuthError: The OAuth server refused to refresh the tokens.
+            OAuthError: The OAuth server refused to refresh the tokens (OAuth
+                clients only).
             RateLimitError: The request bucket still refused after the retry policy's
                 attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
             OperatingLimitError: The method's time budget still refused after the retry
@@ -705,7 +713,8 @@ class ResultsClient:
             AccessDeniedError: The user may not pin this comment.
             NotFoundError: No such comment.
             AuthError: The portal refused the credentials (``InvalidCredentialsError``).
-            OAuthError: The OAuth server refused to refresh the tokens.
+            OAuthError: The OAuth server refused to refresh the tokens (OAuth
+                clients only).
             RateLimitError: The request bucket still refused after the retry policy's
                 attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
             OperatingLimitError: The method's time budget still refused after the retry
@@ -736,7 +745,8 @@ class ResultsClient:
             AccessDeniedError: The user may not unpin it.
             NotFoundError: No such comment or result.
             AuthError: The portal refused the credentials (``InvalidCredentialsError``).
-            OAuthError: The OAuth server refused to refresh the tokens.
+            OAuthError: The OAuth server refused to refresh the tokens (OAuth
+                clients only).
             RateLimitError: The request bucket still refused after the retry policy's
                 attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
             OperatingLimitError: The method's time budget still refused after the retry
@@ -784,7 +794,8 @@ class ResultsClient:
             PortalError: The portal answered with an error (its subclasses:
                 ``AccessDeniedError``, ``NotFoundError``, ``InvalidRequestError``...).
             AuthError: The portal refused the credentials (``InvalidCredentialsError``).
-            OAuthError: The OAuth server refused to refresh the tokens.
+            OAuthError: The OAuth server refused to refresh the tokens (OAuth
+                clients only).
             RateLimitError: The request bucket still refused after the retry policy's
                 attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
             OperatingLimitError: The method's time budget still refused after the retry
