@@ -122,7 +122,7 @@ class ResultsClient:
                 )
         self._transport = transport
         #: Results per page `iter_results` asks for (the ``page_size`` option).
-        self.page_size = options.get("page_size", DEFAULT_PAGE_SIZE)
+        self.page_size: int = options.get("page_size", DEFAULT_PAGE_SIZE)
         self._scheduler = scheduler_from(options)
         # When a keyset walk of iter_results ends (api-facts §4.3): learns the
         # largest page this portal returns. Bulk reads keep a rule of their own.

@@ -107,9 +107,9 @@ class InvalidInputError(BitrixError, ValueError):
 
     def __init__(self, field: str, message: str) -> None:
         #: The argument or option that was wrong (``"task_id"``, ``"order[id]"``...).
-        self.field = field
+        self.field: str = field
         #: What was wrong with it.
-        self.message = message
+        self.message: str = message
         super().__init__(f"{field}: {message}")
 
 
@@ -125,7 +125,7 @@ class TransportError(BitrixError):
 
     def __init__(self, message: str, *, method: str | None = None) -> None:
         #: The REST method of the call, when known.
-        self.method = method
+        self.method: str | None = method
         super().__init__(message if method is None else f"{method}: {message}")
 
 
@@ -193,9 +193,9 @@ class DecodeError(BitrixError):
 
     def __init__(self, message: str, *, method: str | None, status: int) -> None:
         #: The REST method of the call, when known.
-        self.method = method
+        self.method: str | None = method
         #: The HTTP status of the answer.
-        self.status = status
+        self.status: int = status
         super().__init__(f"{method}: HTTP {status}: {message}" if method else message)
 
 
@@ -210,9 +210,9 @@ class OutcomeUnknownError(BitrixError):
 
     def __init__(self, method: str, cause: BaseException) -> None:
         #: The REST method of the write.
-        self.method = method
+        self.method: str = method
         #: The transport or server error that left the outcome unknown.
-        self.cause = cause
+        self.cause: BaseException = cause
         super().__init__(
             f"{method}: the outcome is unknown ({type(cause).__name__}: {cause}); "
             "check the portal before sending it again"
@@ -230,9 +230,9 @@ class LimiterUnavailableError(BitrixError):
 
     def __init__(self, cause: BaseException, *, waited: float) -> None:
         #: The Redis client's exception.
-        self.cause = cause
+        self.cause: BaseException = cause
         #: Seconds the call kept retrying Redis.
-        self.waited = waited
+        self.waited: float = waited
         super().__init__(
             f"the shared rate limiter (Redis) is unavailable after {waited:.1f} s "
             f"({type(cause).__name__}); the call was not sent"
@@ -249,9 +249,9 @@ class BulkAbortedError(BitrixError):
 
     def __init__(self, report: BulkReport, cause: BaseException) -> None:
         #: The outcome of every item that settled before the job stopped.
-        self.report = report
+        self.report: BulkReport = report
         #: The error that stopped the job.
-        self.cause = cause
+        self.cause: BaseException = cause
         super().__init__(
             f"the bulk job stopped ({type(cause).__name__}: {cause}); "
             f"{report.created} created and {report.failed} failed before it stopped"
@@ -271,11 +271,11 @@ class JournalError(BitrixError, ValueError):
 
     def __init__(self, path: object, message: str, *, field: str | None = None) -> None:
         #: The journal's path.
-        self.path = str(path)
+        self.path: str = str(path)
         #: What differs from the job (``"job_id"``, ``"portal"``...), or None.
-        self.field = field
+        self.field: str | None = field
         #: What is wrong with the journal.
-        self.message = message
+        self.message: str = message
         super().__init__(f"journal: {self.path} {message}")
 
 
@@ -290,9 +290,9 @@ class OAuthError(BitrixError):
 
     def __init__(self, code: str, message: str) -> None:
         #: The OAuth server's error code.
-        self.code = code
+        self.code: str = code
         #: Its description.
-        self.message = message
+        self.message: str = message
         super().__init__(f"{code}: {message}")
 
 
@@ -314,15 +314,15 @@ class PortalError(BitrixError):
         validation: tuple[ValidationDetail, ...] = (),
     ) -> None:
         #: The portal's error text.
-        self.message = message
+        self.message: str = message
         #: The portal's error code (``"ACCESS_DENIED"``, ``"QUERY_LIMIT_EXCEEDED"``...).
-        self.code = code
+        self.code: str = code
         #: The HTTP status.
-        self.status = status
+        self.status: int = status
         #: The REST method of the call, when known.
-        self.method = method
+        self.method: str | None = method
         #: The REST 3.0 validation details (may be empty).
-        self.validation = validation
+        self.validation: tuple[ValidationDetail, ...] = validation
         text = f"{code} (HTTP {status}): {message}"
         if validation:
             text += " [" + "; ".join(_detail(d) for d in validation) + "]"

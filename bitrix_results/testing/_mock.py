@@ -51,7 +51,7 @@ class MockSender:
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")
         self._handler = handler
         #: Set by ``aclose()`` (the client closes its sender when it is closed).
-        self.closed = False
+        self.closed: bool = False
 
     async def send(self, request: RawRequest) -> RawResponse:
         """Answer one request through the handler (the client calls this).

@@ -50,8 +50,10 @@ class PortalSender(MockSender):
         timeout: float | None = None,
     ) -> None:
         super().__init__(self._answer)
-        self.portal = portal
-        self.base_url = base_url.rstrip("/")
+        #: The fake portal that answers.
+        self.portal: FakePortal = portal
+        #: The origin of `webhook_url` and the other URLs, no trailing slash.
+        self.base_url: str = base_url.rstrip("/")
         self._client = client
         self._timeout = timeout
 

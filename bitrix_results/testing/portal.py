@@ -225,7 +225,8 @@ class FakePortal:
         self._lock = threading.RLock()
         self._world = World()
         self._world.seed_default()
-        self.ledger = Ledger()
+        #: Every call that ran and every result created, in order.
+        self.ledger: Ledger = Ledger()
         self._buckets: dict[str, LeakyBucket] = {}
         self._budget = OperatingBudget(limit=0.0, window=1.0, basket_width=1.0)
         self._apply_limits()
