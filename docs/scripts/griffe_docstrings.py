@@ -9,6 +9,7 @@ site, without touching the code:
 - an instance attribute set in ``__init__`` shows its type, not the code computing it;
 - an attribute documented by ``#:`` comment lines above it (dataclass fields) gets
   those lines as its docstring, as Sphinx would read them;
+- a field with neither gets its entry of the class's ``Args:`` section;
 - a method of the blocking client (``bitrix_results.sync.ResultsClient``) that has no
   docstring of its own borrows the async method's, with a note that it blocks, and
   ``await`` / ``async for`` / ``async with`` dropped from its examples.
@@ -77,6 +78,19 @@ class ReadableDocstrings(griffe.Extension):
     def on_class_instance(self, *, cls: griffe.Class, **kwargs: Any) -> None:
         # A private base (``_Wire``) tells the reader nothing they can use.
         cls.bases = [base for base in cls.bases if not str(base).split(".")[-1].startswith("_")]
+
+    def on_class_members(self, *, cls: griffe.Class, **kwargs: Any) -> None:
+        # A dataclass documents its fields once, in the class's ``Args:``; the field
+        # entries below it get the same words rather than stand there empty.
+        if cls.docstring is None or "Args:" not in cls.docstring.value:
+            return
+        for section in cls.docstring.parse("google", warnings=False):
+            if section.kind is not griffe.DocstringSectionKind.parameters:
+                continue
+            for param in section.value:
+                member = cls.members.get(param.name)
+                if isinstance(member, griffe.Attribute) and member.docstring is None:
+                    member.docstring = griffe.Docstring(_clean(param.description), parent=member)
 
     def on_object(self, *, obj: griffe.Object, **kwargs: Any) -> None:
         if obj.docstring is not None:
