@@ -151,12 +151,15 @@ class BulkReport:
     #: Doubles of ours (created twice by a call the portal ran late) that the
     #: verification pass found and deleted.
     repaired: int = 0
-    #: This job's share of the counters: HTTP requests sent (retries included), 503
-    #: and 429 answers seen, retries by reason, seconds spent waiting for the limits.
+    #: This job's HTTP requests (retries included).
     requests: int = 0
+    #: 503 ``QUERY_LIMIT_EXCEEDED`` answers this job saw.
     rate_limit_hits: int = 0
+    #: 429 ``OPERATION_TIME_LIMIT`` answers this job saw.
     operating_limit_hits: int = 0
+    #: This job's retries by reason (``"rate_limit"``, ``"timeout"``...).
     retries: dict[str, int] = field(default_factory=dict)
+    #: Seconds this job's calls waited for the bucket and the budgets, summed.
     wait_seconds: float = 0.0
     #: Rows a failed batch left absent (rolled back, or never run) that were sent
     #: again, each counted once however many times it went.
