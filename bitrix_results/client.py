@@ -384,7 +384,8 @@ class ResultsClient:
             LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
                 was sent.
             OutcomeUnknownError: An attempt may have executed (timeout, lost connection,
-                5xx) and the client gave up; check the portal before sending it again.
+                5xx) and the client gave up, or the portal ran the write but its
+                answer could not be read; check the portal before sending it again.
             TransportError: The request never reached the portal on any attempt
                 (``ConnectError``); nothing was created.
 
@@ -425,7 +426,8 @@ class ResultsClient:
             LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
                 was sent.
             OutcomeUnknownError: An attempt may have executed (timeout, lost connection,
-                5xx) and the client gave up; check the portal before sending it again.
+                5xx) and the client gave up, or the portal ran the write but its
+                answer could not be read; check the portal before sending it again.
             TransportError: The request never reached the portal on any attempt
                 (``ConnectError``); nothing was created.
         """
@@ -458,7 +460,8 @@ class ResultsClient:
             LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
                 was sent.
             OutcomeUnknownError: An attempt may have executed (timeout, lost connection,
-                5xx) and the client gave up; check the portal before sending it again.
+                5xx) and the client gave up, or the portal ran the write but its
+                answer could not be read; check the portal before sending it again.
             TransportError: The request never reached the portal on any attempt
                 (``ConnectError``); nothing was created.
         """
@@ -490,7 +493,8 @@ class ResultsClient:
             LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
                 was sent.
             OutcomeUnknownError: An attempt may have executed (timeout, lost connection,
-                5xx) and the client gave up; check the portal before sending it again.
+                5xx) and the client gave up, or the portal ran the write but its
+                answer could not be read; check the portal before sending it again.
             TransportError: The request never reached the portal on any attempt
                 (``ConnectError``); nothing was created.
         """
@@ -650,7 +654,8 @@ class ResultsClient:
             LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
                 was sent.
             OutcomeUnknownError: An attempt may have executed (timeout, lost connection,
-                5xx) and the client gave up; check the portal before sending it again.
+                5xx) and the client gave up, or the portal ran the write but its
+                answer could not be read; check the portal before sending it again.
             TransportError: The request never reached the portal on any attempt
                 (``ConnectError``); nothing was created.
         """
@@ -722,7 +727,8 @@ class ResultsClient:
             LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
                 was sent.
             OutcomeUnknownError: An attempt may have executed (timeout, lost connection,
-                5xx) and the client gave up; check the portal before sending it again.
+                5xx) and the client gave up, or the portal ran the write but its
+                answer could not be read; check the portal before sending it again.
             TransportError: The request never reached the portal on any attempt
                 (``ConnectError``); nothing was created.
         """
@@ -754,7 +760,8 @@ class ResultsClient:
             LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
                 was sent.
             OutcomeUnknownError: An attempt may have executed (timeout, lost connection,
-                5xx) and the client gave up; check the portal before sending it again.
+                5xx) and the client gave up, or the portal ran the write but its
+                answer could not be read; check the portal before sending it again.
             TransportError: The request never reached the portal on any attempt
                 (``ConnectError``); nothing was created.
         """

@@ -187,8 +187,9 @@ class RedirectRefusedError(TransportError):
 class DecodeError(BitrixError):
     """A response body that is not the JSON we expect, such as an HTML error page.
 
-    The portal (or a proxy before it) answered, so a write may have executed: one
-    with a 5xx status is retried like a server error; otherwise it is raised as is.
+    The portal (or a proxy before it) answered: one with a 5xx status is retried
+    like a server error. A write the portal answered as done, but whose result
+    cannot be read, raises `OutcomeUnknownError` instead (the write happened).
     """
 
     def __init__(self, message: str, *, method: str | None, status: int) -> None:
@@ -202,8 +203,9 @@ class DecodeError(BitrixError):
 class OutcomeUnknownError(BitrixError):
     """A write failed in a way that may have executed it, and it cannot be retried safely.
 
-    Raised for calls no Idempotency-Key protects (REST v2 writes), and for any
-    write whose retries ran out after an attempt that may have executed. Something
+    Raised for calls no Idempotency-Key protects (REST v2 writes), for any write
+    whose retries ran out after an attempt that may have executed, and for a write
+    the portal answered as done but whose result could not be read. Something
     may have been created: look on the portal (list the task's results) before
     sending it again.
     """
