@@ -101,6 +101,16 @@ class ClientOptions(TypedDict, total=False):
 
     Client: ``page_size``, the results per page :meth:`iter_results` asks for
     (default 50).
+
+    A misspelt name raises ``TypeError`` (and is a mypy error); a wrong type or
+    value raises `InvalidInputError` naming the option.
+
+    Example:
+        ```python
+        client = ResultsClient.from_webhook(
+            url, limits=Limits.enterprise(), concurrency=8, timeout=30, page_size=100
+        )
+        ```
     """
 
     limits: Limits | None
