@@ -165,8 +165,9 @@ class BulkReport:
     #: again, each counted once however many times it went.
     resent: int = 0
     #: Requests carrying adds that the job sent (a batch is one; the scheduler's
-    #: retries of one request are not counted again), and the adds they carried.
+    #: retries of one request are not counted again).
     add_requests: int = 0
+    #: The adds those requests carried.
     add_commands: int = 0
 
     def ideal_seconds(self, limits: Limits) -> float:
@@ -187,6 +188,18 @@ class BulkReport:
 
         Both count from the first request to the admission of the last, so the
         job's own time (latency, the last answer) only adds to ``elapsed``.
+
+        Args:
+            limits: The limits the client ran with.
+
+        Returns:
+            Seconds an ideal client would have needed.
+
+        Example:
+            ```python
+            report = await client.bulk_add(rows)
+            print(report.elapsed / report.ideal_seconds(Limits.standard()))
+            ```
         """
         from .._bound import ideal_finish_time
         from .._scheduler.limits import Limits
