@@ -920,6 +920,7 @@ class ResultsClient:
         Raises:
             InvalidInputError: ``api`` or ``concurrency`` is invalid, or a task id is
                 not a positive int.
+            TypeError: ``task_ids`` is not an iterable.
         """
         return bulk.results_of_many(self, task_ids, api=api, concurrency=concurrency)
 
