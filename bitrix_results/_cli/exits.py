@@ -1,0 +1,100 @@
+"""Exit statuses, and what each error the command can meet says to its user.
+
+Scripts branch on the status, so each kind of failure has its own number
+(documented in ``--help`` and docs/cli.md):
+
+====  =========================================================================
+0     everything asked was done
+1     the command ran, but some rows (or tasks of an export) failed
+2     usage: a bad option or argument, a missing/unreadable/invalid input file,
+      a journal of another input
+3     authentication: the portal refused the webhook (wrong or revoked code,
+      missing scope)
+4     the portal could not be reached (refused, name not resolved, TLS,
+      timed out)
+5     any other error: the portal refused the request, or failed
+130   interrupted (Ctrl-C); an import says how to resume
+====  =========================================================================
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from ..errors import (
+    AuthError,
+    BitrixError,
+    BulkAbortedError,
+    OAuthError,
+    OutcomeUnknownError,
+    RedirectRefusedError,
+    TransportError,
+)
+from .rows import os_reason
+
+__all__ = [
+    "AUTH",
+    "EPILOG",
+    "ERROR",
+    "INTERRUPTED",
+    "OK",
+    "SOME_FAILED",
+    "UNREACHABLE",
+    "USAGE",
+    "describe",
+]
+
+OK = 0
+SOME_FAILED = 1
+USAGE = 2
+AUTH = 3
+UNREACHABLE = 4
+ERROR = 5
+INTERRUPTED = 130
+
+EPILOG = """\
+exit status:
+  0    everything asked was done
+  1    some rows (or tasks of an export) failed; the rest was done
+  2    usage: a bad option, an input file missing, unreadable or invalid
+  3    authentication: the portal refused the webhook (wrong or revoked code,
+       or no 'task' scope)
+  4    the portal could not be reached (connection refused, name not resolved,
+       TLS handshake failed, no answer in time)
+  5    another error: the portal refused the request or failed
+  130  interrupted (Ctrl-C); an import prints how to resume it
+
+The webhook comes from --webhook or $BITRIX_WEBHOOK_URL and is never printed.
+"""
+
+
+def _root(exc: BaseException) -> BaseException:
+    """The error that decides the status: a bulk abort and an unknown outcome wrap one."""
+    while isinstance(exc, BulkAbortedError | OutcomeUnknownError):
+        exc = exc.cause
+    return exc
+
+
+def describe(exc: BaseException) -> tuple[int, str]:
+    """The exit status and the one-line message for an error that ended the command."""
+    root = _root(exc)
+    if isinstance(root, AuthError | OAuthError):
+        return AUTH, (
+            f"authentication failed: {root}; check the webhook code (is it revoked?) "
+            "and that the webhook has the 'task' scope"
+        )
+    if isinstance(root, TransportError) and not isinstance(root, RedirectRefusedError):
+        return UNREACHABLE, f"cannot reach the portal: {root}"
+    if isinstance(root, ValueError):
+        # InvalidInputError (also a ValueError) and bad input found below the CLI:
+        # a journal of another input, a number out of range.
+        return USAGE, str(root) or type(root).__name__
+    if isinstance(exc, BitrixError):
+        return ERROR, str(exc)
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return USAGE, f"{os_reason(exc)}{where}"
+    if isinstance(exc, sqlite3.Error):
+        # The journal is the only SQLite file the CLI opens.
+        return USAGE, f"journal: {exc}"
+    raise exc
