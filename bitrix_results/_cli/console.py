@@ -18,12 +18,20 @@ from rich.markup import escape
 __all__ = ["configure_logging", "err", "error", "out", "print_json"]
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # rich exits with status 1 here; ``main`` ends quietly with its own status
+        # (the reader left, as ``| head`` does: not an error of ours).
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def _console(stderr: bool) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     tty = stream.isatty()
     # Not a terminal: no wrapping at rich's default 80 columns (soft_wrap), and a
     # width wide enough that tables are not squeezed either.
-    return Console(stderr=stderr, highlight=False, soft_wrap=not tty, width=None if tty else 200)
+    return _Console(stderr=stderr, highlight=False, soft_wrap=not tty, width=None if tty else 200)
 
 
 out = _console(stderr=False)

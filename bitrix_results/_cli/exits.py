@@ -19,7 +19,9 @@ Scripts branch on the status, so each kind of failure has its own number
 
 from __future__ import annotations
 
+import socket
 import sqlite3
+import ssl
 
 from ..errors import (
     AuthError,
@@ -75,6 +77,33 @@ def _root(exc: BaseException) -> BaseException:
     return exc
 
 
+_REASONS = {
+    "refused": "connection refused",
+    "dns": "name not resolved",
+    "tls": "TLS handshake failed",
+    "timeout": "timed out",
+}
+
+
+def _cause_in_words(exc: TransportError) -> str | None:
+    """Why a connection failed: ``ConnectError.reason``, else read off the OS error."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str) and reason in _REASONS:
+        return _REASONS[reason]
+    seen: BaseException | None = exc.__cause__
+    for _ in range(8):  # a chain, never a loop
+        if seen is None:
+            break
+        if isinstance(seen, ConnectionRefusedError):
+            return _REASONS["refused"]
+        if isinstance(seen, socket.gaierror):
+            return _REASONS["dns"]
+        if isinstance(seen, ssl.SSLError):
+            return _REASONS["tls"]
+        seen = getattr(seen, "os_error", None) or seen.__cause__
+    return None
+
+
 def describe(exc: BaseException) -> tuple[int, str]:
     """The exit status and the one-line message for an error that ended the command."""
     root = _root(exc)
@@ -84,7 +113,9 @@ def describe(exc: BaseException) -> tuple[int, str]:
             "and that the webhook has the 'task' scope"
         )
     if isinstance(root, TransportError) and not isinstance(root, RedirectRefusedError):
-        return UNREACHABLE, f"cannot reach the portal: {root}"
+        cause = _cause_in_words(root)
+        message = str(root) if cause is None or cause in str(root) else f"{root} ({cause})"
+        return UNREACHABLE, f"cannot reach the portal: {message}"
     if isinstance(root, ValueError):
         # InvalidInputError (also a ValueError) and bad input found below the CLI:
         # a journal of another input, a number out of range.
