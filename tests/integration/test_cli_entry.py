@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -326,3 +327,41 @@ def test_an_unclosed_sync_client_closes_quietly_at_exit(fake_portal: RunningPort
     assert done.stdout.strip() == "3"
     assert "Unclosed" not in done.stderr
     assert done.stderr == ""
+
+
+# -- item 9 and 11: the progress bar ---------------------------------------------------------------
+
+#: rich draws its live bar only on a terminal; these make it draw into the pipe.
+TERMINAL = {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1", "COLUMNS": "250"}
+
+
+def test_the_bar_says_what_it_waits_for(make_fake_portal: Any, tmp_path: Path) -> None:
+    # 2 s per add at scale 400: a batch of 50 costs 100 s of the 480 s budget, so
+    # the import waits for the budget's window several times.
+    running = make_fake_portal(scale=400, default_cost=2.0, cost_jitter=0.0)
+    source = _rows(tmp_path / "in.jsonl", 601)
+    done = cli(
+        ["import", str(source), "--scale", "400", "--no-journal"], running.webhook_url, **TERMINAL
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.search(
+        r"waiting for the operating budget of result\.add until \d\d:\d\d:\d\d \(\d+ s\)",
+        done.stderr,
+    ), done.stderr[-2000:]
+
+
+def test_the_bar_and_the_summary_agree_on_failures(
+    fake_portal: RunningPortal, tmp_path: Path
+) -> None:
+    source = _rows(tmp_path / "in.jsonl", 60)
+    with source.open("a") as fh:
+        fh.write(json.dumps({"task_id": 2, "text": "  "}) + "\n")
+        fh.write("[not, an, object]\n")
+        fh.write(json.dumps({"task_id": 9001, "text": "no access"}) + "\n")
+    done = cli(["import", str(source), "--scale", "100"], fake_portal.webhook_url, **TERMINAL)
+    assert done.returncode == SOME_FAILED, done.stderr
+    bar = re.findall(r"failed (\d+)", done.stderr)
+    assert bar
+    assert int(bar[-1]) == 3
+    table = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout)
+    assert re.search(r"│ failed\s*│ 3  \(", table), table
