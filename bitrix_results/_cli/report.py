@@ -10,8 +10,8 @@ from typing import Any
 
 from rich.table import Table
 
-from .._scheduler import Limits
 from .._bound import ideal_finish_time
+from .._scheduler import Limits
 from ..bulk import ADD, BulkReport, Outcome
 
 __all__ = ["BOUND_EXPLAINED", "Counts", "summary_json", "summary_table", "write_failures"]
