@@ -180,7 +180,8 @@ async def cmd_demo(args: argparse.Namespace) -> int:
         args.scale
     )
     config = PortalConfig(plan=args.plan, scale=args.scale)
-    console.out.print(
+    say = console.err.print if args.json else console.out.print
+    say(
         f"[bold]bitrix-results demo[/]: a fake {args.plan} portal on 127.0.0.1, every limit "
         f"compressed {args.scale:g}x (bucket {limits.burst} + {limits.drain_per_second:g}/s, "
         f"budget {limits.operating_limit:g} s per {limits.operating_window:g} s)"
@@ -191,7 +192,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
             await client.update(first.id, "Demo: first result, edited")
             listed = await client.list(1)
             await client.delete(first.id)
-            console.out.print(f"add/update/list/delete on task 1: ok ({len(listed)} listed)")
+            say(f"add/update/list/delete on task 1: ok ({len(listed)} listed)")
             with tempfile.TemporaryDirectory() as tmp:
                 for batch in (False, True):
                     label = "batches of 50" if batch else "one request per result"

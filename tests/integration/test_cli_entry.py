@@ -365,3 +365,26 @@ def test_the_bar_and_the_summary_agree_on_failures(
     assert int(bar[-1]) == 3
     table = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout)
     assert re.search(r"│ failed\s*│ 3  \(", table), table
+
+
+# -- item 3: the demo explains its numbers ---------------------------------------------------------
+
+
+def test_the_demo_explains_the_bound_and_its_ratio() -> None:
+    done = cli(["demo", "--items", "300", "--scale", "200", "--quiet"], timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "bound: the time an ideal client would need for those same requests" in done.stdout
+    assert "It cannot be below 1" in done.stdout
+    ratios = [float(r) for r in re.findall(r"\(ratio (\d+\.\d+)\)", done.stdout)]
+    assert ratios
+    assert all(r >= 1 for r in ratios), ratios
+    assert "0 duplicates" in done.stdout
+
+    as_json = cli(["demo", "--items", "120", "--scale", "200", "--json"], timeout=120)
+    runs = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [r["run"] for r in runs] == [
+        "120 results, one request per result",
+        "120 results, batches of 50",
+    ]
+    assert all(r["created"] == 120 for r in runs)
+    assert all(r["ratio"] is None or r["ratio"] >= 1 for r in runs)
