@@ -388,3 +388,15 @@ def test_the_demo_explains_the_bound_and_its_ratio() -> None:
     ]
     assert all(r["created"] == 120 for r in runs)
     assert all(r["ratio"] is None or r["ratio"] >= 1 for r in runs)
+
+
+# -- item 8: the REST 3.0 form of a webhook URL ---------------------------------------------
+
+
+def test_the_rest_3_webhook_url_is_accepted(fake_portal: RunningPortal) -> None:
+    v3 = fake_portal.webhook_url.replace("/rest/", "/rest/api/", 1)
+    assert "/rest/api/1/" in v3
+    done = cli(["add", "4", "through the v3 URL", "--scale", "100"], v3)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["taskId"] == 4
+    assert [r["text"] for r in fake_portal.portal.results_of(4)] == ["through the v3 URL"]
