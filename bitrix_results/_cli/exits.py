@@ -127,5 +127,7 @@ def describe(exc: BaseException) -> tuple[int, str]:
         return USAGE, f"{os_reason(exc)}{where}"
     if isinstance(exc, sqlite3.Error):
         # The journal is the only SQLite file the CLI opens.
-        return USAGE, f"journal: {exc}"
+        return USAGE, (
+            f"journal: {exc} (--journal PATH puts it somewhere writable; --no-journal keeps none)"
+        )
     raise exc

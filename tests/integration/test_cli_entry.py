@@ -400,3 +400,23 @@ def test_the_rest_3_webhook_url_is_accepted(fake_portal: RunningPortal) -> None:
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["taskId"] == 4
     assert [r["text"] for r in fake_portal.portal.results_of(4)] == ["through the v3 URL"]
+
+
+def test_another_portal_error_is_status_5(fake_portal: RunningPortal) -> None:
+    done = cli(["delete", "987654", "--scale", "100"], fake_portal.webhook_url)
+    assert done.returncode == 5, done.stderr
+    assert done.stderr.startswith("error: ")
+    assert "Traceback" not in done.stderr
+
+
+def test_an_unwritable_default_journal_says_what_to_do(
+    fake_portal: RunningPortal, tmp_path: Path
+) -> None:
+    source = _rows(tmp_path / "in.jsonl", 3)
+    journal = tmp_path / "in.jsonl.journal"
+    journal.mkdir()  # the default journal's path is taken by a directory
+    done = cli(["import", str(source), "--scale", "100", "--quiet"], fake_portal.webhook_url)
+    assert done.returncode == USAGE, done.stderr
+    assert done.stderr.startswith("error: journal: ")
+    assert "--no-journal" in done.stderr
+    assert fake_portal.portal.stats().results_created == 0
