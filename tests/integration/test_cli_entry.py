@@ -420,3 +420,29 @@ def test_an_unwritable_default_journal_says_what_to_do(
     assert done.stderr.startswith("error: journal: ")
     assert "--no-journal" in done.stderr
     assert fake_portal.portal.stats().results_created == 0
+
+
+# -- item 5 (the summary's part): rows rolled back and sent again ---------------------------------
+
+
+def test_the_summary_counts_rows_rolled_back_and_resent(
+    fake_portal: RunningPortal, tmp_path: Path
+) -> None:
+    # One row the portal refuses inside a batch: the portal rolls the whole batch
+    # back (api-facts §3), so its other rows are sent again.
+    source = _rows(tmp_path / "in.jsonl", 120)
+    lines = source.read_text().splitlines()
+    lines.insert(60, json.dumps({"task_id": 9001, "text": "no access"}))
+    source.write_text("\n".join(lines) + "\n")
+    done = cli(["import", str(source), "--scale", "100", "--json"], fake_portal.webhook_url)
+    assert done.returncode == SOME_FAILED, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["created"] == 120
+    assert summary["failures_by_reason"] == {"AccessDeniedError": 1}
+    assert summary["resent"] >= 1
+    assert fake_portal.portal.ledger.duplicates() == 0
+    table = cli(
+        ["import", str(source), "--scale", "100", "--no-journal", "--quiet"],
+        fake_portal.webhook_url,
+    )
+    assert re.search(r"│ re-sent\s*│ [1-9]\d*  \(rows rolled back", table.stdout), table.stdout
