@@ -77,6 +77,8 @@ def _root(exc: BaseException) -> BaseException:
     return exc
 
 
+_JOURNAL_HINT = " (--journal PATH puts the journal elsewhere; --no-journal keeps none)"
+
 _REASONS = {
     "refused": "connection refused",
     "dns": "name not resolved",
@@ -119,7 +121,10 @@ def describe(exc: BaseException) -> tuple[int, str]:
     if isinstance(root, ValueError):
         # InvalidInputError (also a ValueError) and bad input found below the CLI:
         # a journal of another input, a number out of range.
-        return USAGE, str(root) or type(root).__name__
+        message = str(root) or type(root).__name__
+        if message.startswith("journal:") and "--journal" not in message:
+            message += _JOURNAL_HINT
+        return USAGE, message
     if isinstance(exc, BitrixError):
         return ERROR, str(exc)
     if isinstance(exc, OSError):
@@ -127,7 +132,5 @@ def describe(exc: BaseException) -> tuple[int, str]:
         return USAGE, f"{os_reason(exc)}{where}"
     if isinstance(exc, sqlite3.Error):
         # The journal is the only SQLite file the CLI opens.
-        return USAGE, (
-            f"journal: {exc} (--journal PATH puts it somewhere writable; --no-journal keeps none)"
-        )
+        return USAGE, f"journal: {exc}{_JOURNAL_HINT}"
     raise exc
