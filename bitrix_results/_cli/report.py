@@ -121,8 +121,8 @@ def summary_table(counts: Counts, reasons: dict[str, int], title: str) -> Table:
     if counts.created_earlier:
         table.add_row(
             "created earlier",
-            f"{counts.created_earlier} (from the journal: created by an earlier run, "
-            "not sent again)",
+            f"{counts.created_earlier} (from the journal): created by an earlier run, "
+            "not sent again",
         )
     table.add_row("failed", _failed_text(counts, reasons))
     if counts.not_sent:
