@@ -27,6 +27,7 @@ from ..errors import (
     AuthError,
     BitrixError,
     BulkAbortedError,
+    ConnectError,
     OAuthError,
     OutcomeUnknownError,
     RedirectRefusedError,
@@ -117,7 +118,9 @@ def describe(exc: BaseException) -> tuple[int, str]:
     if isinstance(root, TransportError) and not isinstance(root, RedirectRefusedError):
         cause = _cause_in_words(root)
         message = str(root) if cause is None or cause in str(root) else f"{root} ({cause})"
-        return UNREACHABLE, f"cannot reach the portal: {message}"
+        if isinstance(root, ConnectError):
+            return UNREACHABLE, f"cannot reach the portal: {message}"
+        return UNREACHABLE, f"the portal did not answer: {message}"
     if isinstance(root, ValueError):
         # InvalidInputError (also a ValueError) and bad input found below the CLI:
         # a journal of another input, a number out of range.

@@ -446,3 +446,13 @@ def test_the_summary_counts_rows_rolled_back_and_resent(
         fake_portal.webhook_url,
     )
     assert re.search(r"│ re-sent\s*│ [1-9]\d*  \(rows rolled back", table.stdout), table.stdout
+
+
+def test_timeout_bounds_each_answer(make_fake_portal: Any) -> None:
+    # Every answer takes 3 s; with --timeout 0.3 none comes in time, so the
+    # command gives up (after its short retry budget) as unreachable.
+    running = make_fake_portal(latency=3.0)
+    done = cli(["list", "1", "--scale", "100", "--timeout", "0.3"], running.webhook_url)
+    assert done.returncode == UNREACHABLE, done.stderr
+    assert done.stderr.startswith("error: the portal did not answer: ")
+    assert "no answer in time" in done.stderr
