@@ -341,9 +341,13 @@ def test_the_bar_says_what_it_waits_for(make_fake_portal: Any, tmp_path: Path) -
     running = make_fake_portal(scale=400, default_cost=2.0, cost_jitter=0.0)
     source = _rows(tmp_path / "in.jsonl", 601)
     done = cli(
-        ["import", str(source), "--scale", "400", "--no-journal"], running.webhook_url, **TERMINAL
+        ["import", str(source), "--scale", "400", "--no-journal", "-v"],
+        running.webhook_url,
+        **TERMINAL,
     )
     assert done.returncode == 0, done.stderr
+    # -v logs each wait; the bar shows it while it lasts.
+    assert "INFO bitrix_results.scheduler: waiting for the operating budget of" in done.stderr
     assert re.search(
         r"waiting for the operating budget of result\.add until \d\d:\d\d:\d\d \(\d+ s\)",
         done.stderr,
