@@ -16,6 +16,7 @@ import anyio
 import msgspec
 from rich.markup import escape
 
+from .._options import ClientOptions
 from .._scheduler import Limits, RetryPolicy
 from ..bulk import BulkOptions, ResultsOfTask
 from ..client import ResultsClient
@@ -50,11 +51,10 @@ def webhook_of(args: argparse.Namespace) -> str:
 
 
 def client_of(args: argparse.Namespace, retry: RetryPolicy | None = None) -> ResultsClient:
+    options = ClientOptions(limits=limits_of(args), retry=retry)
     if args.timeout is not None:
-        return ResultsClient.from_webhook(
-            webhook_of(args), limits=limits_of(args), retry=retry, timeout=args.timeout
-        )
-    return ResultsClient.from_webhook(webhook_of(args), limits=limits_of(args), retry=retry)
+        options["timeout"] = args.timeout
+    return ResultsClient.from_webhook(webhook_of(args), **options)
 
 
 async def cmd_add(args: argparse.Namespace) -> int:

@@ -35,7 +35,7 @@ from ..bulk import BulkOptions, BulkProgress, BulkReport
 from ..client import ResultsClient
 from ..errors import BulkAbortedError, InvalidInputError, PortalError
 from . import console
-from .exits import SOME_FAILED, describe
+from .exits import AUTH, SOME_FAILED, describe
 from .report import Counts, summary_json, summary_table, write_failures
 from .rows import Rows
 
@@ -170,8 +170,7 @@ async def probe(client: ResultsClient, task_id: int) -> None:
     try:
         await client.list(task_id, limit=1)
     except PortalError as exc:
-        code, _ = describe(exc)
-        if code != 3:
+        if describe(exc)[0] != AUTH:
             return
         raise
 
