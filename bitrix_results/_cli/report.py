@@ -55,7 +55,7 @@ class Counts:
     def of(
         cls, report: BulkReport, limits: Limits, *, unreadable: int = 0, total: int | None = None
     ) -> Counts:
-        earlier = int(getattr(report, "created_earlier", 0))
+        earlier = report.created_earlier
         settled = len(report.outcomes)
         return cls(
             mode=report.mode,
@@ -65,7 +65,7 @@ class Counts:
             unreadable=unreadable,
             not_sent=max(0, total - settled) if total is not None else 0,
             resent=int(getattr(report, "resent", 0)),
-            repaired=int(getattr(report, "repaired", 0)),
+            repaired=report.repaired,
             requests=report.requests,
             retries=dict(report.retries),
             rate_limit_hits=report.rate_limit_hits,
