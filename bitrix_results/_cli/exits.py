@@ -28,6 +28,7 @@ from ..errors import (
     BitrixError,
     BulkAbortedError,
     ConnectError,
+    JournalError,
     OAuthError,
     OutcomeUnknownError,
     RedirectRefusedError,
@@ -125,7 +126,13 @@ def describe(exc: BaseException) -> tuple[int, str]:
         # InvalidInputError (also a ValueError) and bad input found below the CLI:
         # a journal of another input, a number out of range.
         message = str(root) or type(root).__name__
-        if message.startswith("journal:") and "--journal" not in message:
+        if isinstance(root, JournalError) and root.field is not None:
+            # Written for another input, portal or webhook: never trusted for this one.
+            message += (
+                "; run it with the file, portal and webhook it was written for, or, to "
+                "import anew, delete the journal or give --journal with another path"
+            )
+        elif message.startswith("journal:") and "--journal" not in message:
             message += _JOURNAL_HINT
         return USAGE, message
     if isinstance(exc, BitrixError):

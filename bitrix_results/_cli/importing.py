@@ -33,7 +33,7 @@ from rich.text import Text
 from .._scheduler import Limits, SchedulerStatistics
 from ..bulk import BulkOptions, BulkProgress, BulkReport
 from ..client import ResultsClient
-from ..errors import BulkAbortedError, InvalidInputError, PortalError
+from ..errors import BulkAbortedError, InvalidInputError, JournalError, PortalError
 from . import console
 from .exits import AUTH, SOME_FAILED, describe
 from .report import Counts, summary_json, summary_table, write_failures
@@ -283,14 +283,10 @@ async def run_import(
             state=state,
         )
     except BulkAbortedError as exc:
-        if isinstance(exc.cause, ValueError) and state.journal is not None:
-            # The journal's rows are of another input: nothing was sent.
-            raise InvalidInputError(
-                "journal",
-                f"{state.journal} records an import of other rows ({exc.cause}). "
-                "To import this file as new results, delete that journal or give "
-                "--journal with another path.",
-            ) from None
+        if isinstance(exc.cause, JournalError):
+            # Another input, portal or webhook than the journal's: a usage error,
+            # said as such (exits.describe), not as a stopped import.
+            raise exc.cause from None
         aborted = exc
         report = exc.report
     counts = Counts.of(report, limits, unreadable=len(rows.unreadable), total=total)

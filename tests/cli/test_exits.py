@@ -16,6 +16,7 @@ from bitrix_results.errors import (
     ConnectError,
     InvalidCredentialsError,
     InvalidInputError,
+    JournalError,
     OutcomeUnknownError,
     RequestTimeoutError,
 )
@@ -59,6 +60,8 @@ def _auth() -> InvalidCredentialsError:
         (BulkAbortedError(_report(), _auth()), AUTH, "'task' scope"),
         (InvalidInputError("task_id", "must be a positive int"), USAGE, "task_id: must be"),
         (ValueError("journal: x belongs to job 'a'"), USAGE, "--no-journal"),
+        (JournalError("j.db", "was written for another portal", field="portal"), USAGE, "anew"),
+        (JournalError("j.db", "is a directory, not a journal file"), USAGE, "--no-journal"),
         (sqlite3.OperationalError("unable to open database file"), USAGE, "journal: unable"),
         (FileNotFoundError(2, "No such file or directory", "x.csv"), USAGE, "x.csv"),
         (

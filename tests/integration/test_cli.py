@@ -263,8 +263,8 @@ def test_a_journal_of_another_input_is_an_error(webhook, tmp_path, capsys):
     capsys.readouterr()
     assert _import(other, "--journal", journal) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ")
-    assert "journal" in err
+    assert err.startswith(f"error: journal: {journal} ")
+    assert "delete the journal or give --journal with another path" in err
     assert "Traceback" not in err
     assert sorted(r.task_id for r in webhook.portal.ledger.created) == [1, 2]
 
