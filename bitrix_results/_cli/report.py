@@ -10,9 +10,8 @@ from typing import Any
 
 from rich.table import Table
 
-from .._bound import ideal_finish_time
 from .._scheduler import Limits
-from ..bulk import ADD, BulkReport, Outcome
+from ..bulk import BulkReport, Outcome
 
 __all__ = ["BOUND_EXPLAINED", "Counts", "summary_json", "summary_table", "write_failures"]
 
@@ -21,9 +20,10 @@ BOUND_EXPLAINED = """\
 How to read these numbers:
 - requests: HTTP requests this run sent; a batch of up to 50 results is one request,
   and a request the portal refused and that was sent again counts twice.
-- bound: the time an ideal client would need for those same requests: one that knows
-  the portal's limits and costs exactly, sends each request the instant the portal
-  would accept it, and never waits for the network. The limits are a bucket of
+- bound: the time an ideal client would need for those same requests (less any the
+  portal refused, which an ideal client would not send): one that knows the portal's
+  limits and costs exactly, sends each request the instant the portal would accept
+  it, and never waits for the network. The limits are a bucket of
   {burst} requests that drains {drain:g} per second, and {limit:g} s of server time per
   method every {window:g} s. A bound of 0 s means every request fit in the first burst.
 - ratio: elapsed / bound. It cannot be below 1: the bound is computed for the requests
@@ -64,14 +64,14 @@ class Counts:
             failed=report.failed,
             unreadable=unreadable,
             not_sent=max(0, total - settled) if total is not None else 0,
-            resent=int(getattr(report, "resent", 0)),
+            resent=report.resent,
             repaired=report.repaired,
             requests=report.requests,
             retries=dict(report.retries),
             rate_limit_hits=report.rate_limit_hits,
             operating_limit_hits=report.operating_limit_hits,
             elapsed=report.elapsed,
-            bound=_bound(report, limits),
+            bound=report.ideal_seconds(limits),
         )
 
     @property
@@ -83,25 +83,6 @@ class Counts:
         """Rows this run settled per second (rows from a journal are not this run's)."""
         done = self.created + self.failed
         return done / self.elapsed if self.elapsed > 0 else 0.0
-
-
-def _bound(report: BulkReport, limits: Limits) -> float:
-    """The ideal time for the requests this job actually sent (design §4)."""
-    ideal = getattr(report, "ideal_seconds", None)
-    if callable(ideal):
-        return float(ideal(limits))
-    # Until the report computes it: the requests sent, each carrying its share of
-    # the items sent, at the cheapest cost learned (a lower bound stays a lower bound).
-    if report.requests == 0:
-        return 0.0
-    learned = [
-        b.cost
-        for (_, method), b in report.statistics.budgets.items()
-        if method == ADD and b.cost is not None
-    ]
-    cost = min(learned) if learned else None
-    units = max(1, (report.created + report.failed) // report.requests)
-    return ideal_finish_time(report.requests, limits, cost=cost, units_per_request=units)
 
 
 def _failed_text(counts: Counts, reasons: dict[str, int]) -> str:
@@ -134,7 +115,7 @@ def summary_table(counts: Counts, reasons: dict[str, int], title: str) -> Table:
     if ratio is not None:
         table.add_row(
             "bound",
-            f"{counts.bound:.2f} s for these {counts.requests} requests  (ratio {ratio:.2f})",
+            f"{counts.bound:.2f} s, the ideal time for this run's requests  (ratio {ratio:.2f})",
         )
     else:
         table.add_row("bound", "0 s: every request fit in the portal's burst and budget")
