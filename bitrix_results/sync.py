@@ -6,7 +6,9 @@ the in-memory scheduler state, so any number of blocking clients in one process
 (one per thread, one per job) pace themselves against one leaky bucket per
 portal and one budget per method, as the portal counts them (SPEC §2.1). The
 thread is a daemon: a client that is never closed does not keep the interpreter
-alive.
+alive, and it is closed for you, quietly: when it is garbage-collected, or at
+interpreter exit (before the loop thread stops), so aiohttp never has to warn
+about an unclosed session.
 
 The methods work from any thread, including one whose own event loop is already
 running (Jupyter, Django async views), where ``asyncio.run`` would refuse to
@@ -26,10 +28,12 @@ would wait on itself forever, so it raises :class:`RuntimeError` instead.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import builtins
 import contextlib
 import os
 import threading
+import weakref
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -114,10 +118,48 @@ def _forget_after_fork() -> None:
     global _shared, _shared_lock
     _shared = None
     _shared_lock = threading.Lock()
+    # Their sessions belong to the parent's loop, which the child does not have.
+    _unclosed.clear()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows
     os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+#: The async clients of blocking clients not closed yet, by the wrapper's id: closed at
+#: exit by :func:`_close_unclosed` (strong references, so none is collected unclosed).
+_unclosed: dict[int, tuple[_LoopThread, _async.ResultsClient]] = {}
+#: How long exit waits for the unclosed clients' sessions to close.
+_EXIT_CLOSE_SECONDS = 5.0
+
+
+def _collected(key: int) -> None:
+    """A blocking client was garbage-collected unclosed: close its session in the background."""
+    entry = _unclosed.pop(key, None)
+    if entry is None:
+        return
+    loop, client = entry
+    if loop.alive():
+        # Never wait here: the collection may run on the loop thread itself.
+        loop.loop.call_soon_threadsafe(_close_soon, client)
+
+
+def _close_soon(client: _async.ResultsClient) -> None:
+    task = asyncio.get_running_loop().create_task(_await(client.aclose()))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+@atexit.register
+def _close_unclosed() -> None:
+    """At exit, close every session nobody closed, on the loop thread that owns it."""
+    while _unclosed:
+        _, (loop, client) = _unclosed.popitem()
+        if not loop.alive() or loop.is_current():
+            continue
+        future = asyncio.run_coroutine_threadsafe(_await(client.aclose()), loop.loop)
+        with contextlib.suppress(Exception):
+            future.result(timeout=_EXIT_CLOSE_SECONDS)
 
 
 def _shared_loop() -> _LoopThread:
@@ -149,6 +191,9 @@ class ResultsClient:
         # Built on the shared loop so its locks, session and scheduler state belong to it.
         self._client = self._loop.run(_build(factory))
         self._closed = False
+        _unclosed[id(self)] = (self._loop, self._client)
+        self._finalizer = weakref.finalize(self, _collected, id(self))
+        self._finalizer.atexit = False  # exit has its own, waiting, path
 
     @classmethod
     def from_webhook(
@@ -253,6 +298,8 @@ class ResultsClient:
         if self._closed:
             return
         self._closed = True
+        _unclosed.pop(id(self), None)
+        self._finalizer.detach()
         if self._loop.alive():
             self._loop.run(self._client.aclose())
 

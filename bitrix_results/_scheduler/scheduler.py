@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
+import math
 import random
 import uuid
 from collections import Counter, deque
@@ -52,6 +54,10 @@ from .retry import (
     reason,
 )
 from .stats import BucketStatistics, BudgetStatistics, SchedulerStatistics
+
+# Rare paths only (a retry, a wait for a budget, giving up), and only method
+# names and numbers: never a URL, a key or a credential.
+_log = logging.getLogger("bitrix_results.scheduler")
 
 __all__ = ["Scheduler"]
 
@@ -288,6 +294,14 @@ class Scheduler:
                     if isinstance(failure, ExpiredTokenError):
                         expired = failure
                     self._retries[reason(failure)] += 1
+                    _log.info(
+                        "retrying %s after %s (attempt %d of at most %d, backoff %.2f s)",
+                        call.method,
+                        reason(failure),
+                        attempts + 1,
+                        policy.max_attempts,
+                        delay,
+                    )
                     if delay > 0:
                         await clock.sleep(delay)
                     continue
@@ -295,6 +309,9 @@ class Scheduler:
             # on this one, with no key to make a resend safe) has an unknown
             # outcome, whatever this failure says: the caller must check the
             # portal before sending it again (SPEC §2.4).
+            _log.info(
+                "giving up on %s after %d attempts (%s)", call.method, attempts, reason(failure)
+            )
             if outcome_unknown_after(call, ambiguous):
                 raise OutcomeUnknownError(call.method, failure) from failure
             raise failure
@@ -427,6 +444,13 @@ class Scheduler:
                 # Wait without the slot: a held key must not starve the others.
                 slots.give()
             refusals += 1
+            if refusals == 1 and _log.isEnabledFor(logging.INFO):
+                wait = admission.retry_at - clock.time()
+                _log.info(
+                    "waiting for the operating budget of %s (%s)",
+                    ", ".join(sorted({key[1] for key, _ in keys})),
+                    f"about {wait:.1f} s" if math.isfinite(wait) else "until a call settles",
+                )
             before = clock.monotonic()
             woken_by = await backend.wait_budget(admission, clock, attempt=refusals)
             budget_waited += clock.monotonic() - before

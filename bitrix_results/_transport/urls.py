@@ -25,7 +25,9 @@ __all__ = [
     "parse_webhook",
 ]
 
-_WEBHOOK_PATH = re.compile(r"^/rest/(?P<user>[1-9][0-9]*)/(?P<code>[A-Za-z0-9_-]+)/?$")
+# ``/rest/api/{user}/{code}/`` is the REST 3.0 form of the same webhook (the portal
+# shows either); both name one user and code, so both parse to one Endpoint.
+_WEBHOOK_PATH = re.compile(r"^/rest/(?:api/)?(?P<user>[1-9][0-9]*)/(?P<code>[A-Za-z0-9_-]+)/?$")
 # A REST method name: dotted words (``tasks.task.result.add``), also ``batch``.
 # ``\A`` and ``\Z``, not ``^`` and ``$``: ``$`` also matches before a trailing
 # newline, which would let ``"tasks.task.get\n"`` through into the URL.
@@ -115,7 +117,8 @@ class Endpoint:
 
 
 def parse_webhook(url: str) -> Endpoint:
-    """Split ``https://portal/rest/{user}/{code}/`` into its parts, or refuse it."""
+    """Split ``https://portal/rest/{user}/{code}/`` (or ``.../rest/api/{user}/{code}/``)
+    into its parts, or refuse it."""
     if not isinstance(url, str):
         raise InvalidInputError("webhook_url", "must be a string")
     origin, host = _origin("webhook_url", url)

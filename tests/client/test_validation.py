@@ -100,7 +100,8 @@ async def test_refused_before_sending(mock: MockPortal, call: Call, field: str) 
     "url",
     [
         pytest.param("https://portal.example/1/abc123/", id="no-rest"),
-        pytest.param("https://portal.example/rest/api/1/abc123/", id="api-path"),
+        pytest.param("https://portal.example/rest/api/api/1/abc123/", id="api-twice"),
+        pytest.param("https://portal.example/rest/v3/1/abc123/", id="other-prefix"),
         pytest.param("https://portal.example/rest/abc/abc123/", id="non-numeric-user"),
         pytest.param("https://portal.example/rest/0/abc123/", id="user-zero"),
         pytest.param("https://portal.example/rest/1/", id="no-code"),
@@ -121,6 +122,15 @@ def test_bad_webhook_url(mock: MockPortal, url: Any) -> None:
     assert isinstance(info.value, ValueError)
     assert info.value.field == "webhook_url"
     assert mock.requests == {}
+
+
+@pytest.mark.parametrize("path", ["/rest/api/7/abc123/", "/rest/api/7/abc123"])
+def test_the_rest_3_webhook_form_is_the_same_webhook(path: str) -> None:
+    from bitrix_results._transport.urls import parse_webhook
+
+    assert parse_webhook("https://portal.example" + path) == parse_webhook(
+        "https://portal.example/rest/7/abc123/"
+    )
 
 
 @pytest.mark.parametrize(

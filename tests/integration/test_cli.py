@@ -73,9 +73,18 @@ def test_import_jsonl_reports_and_writes_failures(webhook, tmp_path, capsys):
     assert "created" in out
     assert "120" in out
     failures = _failures(tmp_path / "results.jsonl.failed.jsonl")
-    # Only re-importable rows: the unreadable one is reported on stderr instead.
-    assert len(failures) == 2
-    assert all(set(f) == {"task_id", "text", "key", "error"} for f in failures)
+    # The unreadable row first, with its line and text; then the refused rows.
+    assert len(failures) == 3
+    assert failures[0] == {
+        "task_id": None,
+        "text": None,
+        "key": None,
+        "line": 21,
+        "raw": "{not json",
+        "error": failures[0]["error"],
+    }
+    assert failures[0]["error"].startswith("unreadable row: not JSON")
+    assert all(set(f) == {"task_id", "text", "key", "error"} for f in failures[1:])
     assert any("InvalidInputError" in f["error"] for f in failures)
     assert any("AccessDeniedError" in f["error"] for f in failures)
     assert "results.jsonl line 21: unreadable row" in err
@@ -119,7 +128,7 @@ def test_errors_name_the_problem_and_never_the_webhook_code(webhook, capsys, mon
     monkeypatch.setenv(
         "BITRIX_WEBHOOK_URL", webhook.webhook_url.replace(_code(webhook), "wrongcode")
     )
-    assert main(["add", "1", "text", "--scale", "100"]) == 2
+    assert main(["add", "1", "text", "--scale", "100"]) == 3  # authentication
     captured = capsys.readouterr()
     assert "NO_AUTH_FOUND" in captured.err
     assert "wrongcode" not in captured.err + captured.out
@@ -151,8 +160,13 @@ def test_csv_rows_with_extra_or_missing_fields_are_unreadable(webhook, tmp_path,
     assert "unreadable row: 3" in _table_row(out, "failed")
     assert _table_row(out, "failed").startswith("3")
     assert "Traceback" not in err
-    # Nothing the portal or the checks refused: no failures file.
-    assert not (tmp_path / "rows.csv.failed.jsonl").exists()
+    # The unreadable rows are in the failures file, each with its line and text.
+    failures = _failures(tmp_path / "rows.csv.failed.jsonl")
+    assert [(f["line"], f["raw"]) for f in failures] == [
+        (3, "2,extra,col,umns"),
+        (4, "3"),
+        (9, "6,only two"),
+    ]
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
@@ -249,8 +263,8 @@ def test_a_journal_of_another_input_is_an_error(webhook, tmp_path, capsys):
     capsys.readouterr()
     assert _import(other, "--journal", journal) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ")
-    assert "journal" in err
+    assert err.startswith(f"error: journal: {journal} ")
+    assert "delete the journal or give --journal with another path" in err
     assert "Traceback" not in err
     assert sorted(r.task_id for r in webhook.portal.ledger.created) == [1, 2]
 
@@ -293,12 +307,13 @@ def test_failures_file_holds_reimportable_rows(webhook, tmp_path, capsys):
         " -1 ,negative,\n"
         "7,,k3\n"
         "8,fine,k4\n"
-        "9,x,y,z\n"  # unreadable: on stderr, not in the failures file
+        "9,x,y,z\n"  # unreadable: on stderr, and first in the failures file
     )
     assert _import(source) == 1
     capsys.readouterr()
     failed_path = tmp_path / "tasks.csv.failed.jsonl"
-    failures = _failures(failed_path)
+    unreadable, *failures = _failures(failed_path)
+    assert unreadable["raw"] == "9,x,y,z"
     assert [(f["task_id"], f["text"], f["key"]) for f in failures] == [
         ("12a", "bad id", "k1"),
         (-1, "negative", None),
