@@ -118,7 +118,7 @@ class KeyState(msgspec.Struct, kw_only=True):
     #: ``operating_reset_at`` as the portal sent it; it only grows as baskets
     #: expire, which is how a stale (overtaken) reply is recognised.
     raw_reset: float | None = None
-    #: The same instant on our wall clock (see :func:`_to_local`).
+    #: The same instant on our wall clock (see :func:`_reset_of`).
     reset_at: float | None = None
     reset_integral: bool = False
     #: Ratio-of-sums average of cost per unit: sum of total increases over sum
@@ -288,6 +288,8 @@ def _verdict(state: KeyState, units: int, rules: BudgetRules, now: float) -> _Ve
         # Their replies will tell us more; wait for them (or for the reset).
         return _Verdict(admit=False, retry_at=reset_deadline or math.inf)
     hold = reset_deadline if reset_deadline is not None else now + rules.basket
+    # Never longer than one window (issue: a hostile reset ten years ahead).
+    hold = min(hold, now + rules.window)
     return _Verdict(admit=False, retry_at=hold, hold=hold, on_change=False)
 
 
@@ -321,7 +323,7 @@ def settle(
             if settlement.replayed:
                 # A replay's time block is the original call's: nothing new.
                 continue
-            informative = _observe(state, units, settlement.time, now)
+            informative = _observe(state, units, settlement.time, rules, now)
             if was_probe and informative:
                 state.held_until = None
         elif settlement.kind == "operating_limit":
@@ -336,36 +338,63 @@ def _hold_after_429(state: KeyState, rules: BudgetRules, now: float) -> None:
         deadline = state.reset_at + rules.slack(state.reset_integral)
         if deadline > now:
             hold = deadline
-    state.held_until = max(state.held_until or hold, hold)
+    # No hold outlives one window from now, whatever was held before.
+    state.held_until = min(max(state.held_until or hold, hold), now + rules.window)
 
 
-def _to_local(raw: float, time: ResponseTime, now: float) -> float:
-    """The portal's ``raw`` reset instant on our wall clock.
+def _finite(value: float | None) -> float | None:
+    """``value`` if it is a finite number, else None (NaN, infinities, absent)."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _reset_of(time: ResponseTime, now: float, window: float) -> tuple[float, float] | None:
+    """The reply's reset instant, as the portal wrote it and on our wall clock.
 
     ``raw - start`` is how long after the call began the basket expires, on the
     portal's own clock; adding it to the time we received the reply removes any
     skew between the two clocks and errs late by the call's duration (safe: a
     probe sent late is still admitted). ``start`` rather than ``finish``: a
     time-compressed fake portal reports a simulated ``finish`` in the future.
+
+    A basket expires at most one window after its first call (api-facts §2.2),
+    so a reset further ahead is impossible: a hostile or broken portal (a reset
+    ten years ahead, ``1e12``, ``start = -1e12``) is clamped to one window, in
+    both values, and can hold the key no longer than a real one. A non-finite
+    reset is no reset; a non-finite clock is no clock.
     """
-    if time.start is not None:
-        return raw - time.start + now
-    if time.finish is not None:
-        return raw - time.finish + now
-    return raw
+    raw = _finite(time.operating_reset_at)
+    if raw is None:
+        return None
+    origin = _finite(time.start)
+    if origin is None:
+        origin = _finite(time.finish)
+    if origin is None:
+        # No portal clock to measure from: read raw as our wall clock.
+        origin = now
+    ahead = raw - origin
+    if ahead > window:
+        ahead = window
+        raw = origin + window
+    return raw, now + ahead
 
 
-def _observe(state: KeyState, units: int, time: ResponseTime | None, now: float) -> bool:
+def _observe(
+    state: KeyState, units: int, time: ResponseTime | None, rules: BudgetRules, now: float
+) -> bool:
     """Learn from a reply's time block; False when the reply was stale."""
-    if time is None or time.operating is None:
+    operating = None if time is None else _finite(time.operating)
+    if time is None or operating is None or operating < 0:
         # Self-hosted portals may omit the counters (facts §2.1, b24jssdk #459).
+        # A total that is no number of seconds (NaN, infinite, negative) is no
+        # total either: the time block is advisory, so learn nothing from it.
         if state.tracked is None:
             state.tracked = False
         return True
     state.tracked = True
-    operating = float(time.operating)
-    raw = None if time.operating_reset_at is None else float(time.operating_reset_at)
-    local = None if raw is None else _to_local(raw, time, now)
+    reset = _reset_of(time, now, rules.window)
+    raw, local = (None, None) if reset is None else reset
     if state.total is None:
         _anchor(state, operating, raw, local)
         return True
@@ -386,7 +415,12 @@ def _observe(state: KeyState, units: int, time: ResponseTime | None, now: float)
         _anchor(state, max(operating, state.total), raw, local)
         return True
     if operating >= state.total:
-        _learn(state, operating - state.total, state.pending + units)
+        calls = state.pending + units
+        # One request runs at most 60 s (api-facts §1), one basket at any time
+        # scale: a bigger increase is another tenant of the credential or a
+        # broken portal, and learning it whole would make every later call look
+        # too expensive to admit for hundreds of replies.
+        _learn(state, min(operating - state.total, rules.basket * calls), calls)
         state.pending = 0
         state.total = operating
     elif raw is None:

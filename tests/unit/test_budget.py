@@ -21,7 +21,7 @@ from bitrix_results.models import ResponseTime
 RULES = BudgetRules(limit=480.0, window=600.0)
 KEY: BudgetKey = ("cred", ADD)
 T0 = 1_800_000_000.0
-RESET = T0 + 600.5  # a fraction: no integral-rounding second in the slack
+RESET = T0 + 520.5  # a fraction: no integral-rounding second in the slack
 
 
 def states() -> dict[BudgetKey, KeyState]:
@@ -262,9 +262,9 @@ def test_a_stale_total_after_the_reset_allows_a_probe() -> None:
 
 def test_integral_reset_gets_a_second_of_slack() -> None:
     assert RULES.slack(True) == pytest.approx(1.0 + RULES.slack(False))
-    s = learned(total=479.0, reset=T0 + 600)
+    s = learned(total=479.0, reset=T0 + 500)
     decision = try_admit(s, "x", [(KEY, 1)], RULES, T0)
-    assert decision.retry_at == pytest.approx(T0 + 600 + 1.0 + 0.6)
+    assert decision.retry_at == pytest.approx(T0 + 500 + 1.0 + 0.6)
 
 
 def test_expired_lease_stops_counting() -> None:
@@ -348,3 +348,92 @@ def test_batch_reply_is_recorded_under_every_key() -> None:
 
 def test_merge_keys_adds_units_of_a_repeated_key() -> None:
     assert merge_keys([(KEY, 2), (BATCH, 1), (KEY, 3)]) == ((KEY, 5), (BATCH, 1))
+
+
+# -- hostile time blocks (issue 9: no hold beyond one window) ----------------------
+
+TEN_YEARS = 10 * 365 * 86400.0
+
+
+@pytest.mark.parametrize(
+    ("reset", "start"),
+    [
+        (T0 + TEN_YEARS, T0),  # ten years ahead, on the portal's own clock
+        (1e12, T0),  # an absurd instant
+        (1e12, None),  # ... with no portal clock at all
+        (RESET, -1e12),  # a sane reset, measured from an absurd start
+        (T0 + TEN_YEARS, float("nan")),  # no usable clock: read as our own
+    ],
+)
+def test_a_reset_far_ahead_holds_at_most_one_window(reset: float, start: float | None) -> None:
+    s = states()
+    assert admit(s, "hostile")
+    reply(s, "hostile", 10_000.0, reset, start=start)  # far over the 480 s limit
+    assert s[KEY].reset_at is not None
+    assert s[KEY].reset_at <= T0 + RULES.window
+    decision = try_admit(s, "next", [(KEY, 1)], RULES, T0)
+    assert not decision.admitted
+    assert s[KEY].held_until is not None
+    assert s[KEY].held_until <= T0 + RULES.window
+    assert decision.retry_at <= T0 + RULES.window
+    # Once the window is over, one probe goes, and a sane reply frees the key.
+    after = T0 + RULES.window
+    assert admit(s, "probe", now=after)
+    reply(s, "probe", 5.0, after + 60.5, now=after, start=after)
+    assert s[KEY].held_until is None
+    assert s[KEY].total == 5.0
+    assert admit(s, "free", now=after)
+
+
+def test_a_429_after_a_hostile_reset_holds_at_most_one_window() -> None:
+    s = learned(total=100.0)
+    assert admit(s, "hostile")
+    reply(s, "hostile", 100.0, 1e12, start=T0)
+    assert admit(s, "refused", now=T0 + 1)
+    fail(s, "refused", now=T0 + 1, kind="operating_limit")
+    assert s[KEY].held_until is not None
+    assert s[KEY].held_until <= T0 + 1 + RULES.window
+
+
+def test_an_earlier_long_hold_is_cut_to_one_window_by_a_429() -> None:
+    s = {KEY: KeyState(held_until=T0 + TEN_YEARS)}
+    fail(s, "x", now=T0, kind="operating_limit")
+    assert s[KEY].held_until == pytest.approx(T0 + RULES.window)
+
+
+@pytest.mark.parametrize("operating", [float("nan"), float("inf"), -1.0, -1e12])
+def test_a_total_that_is_no_number_of_seconds_is_ignored(operating: float) -> None:
+    s = learned(total=100.0)
+    before = (s[KEY].total, s[KEY].cost, s[KEY].reset_at)
+    assert admit(s, "x")
+    reply(s, "x", operating, RESET)
+    assert (s[KEY].total, s[KEY].cost, s[KEY].reset_at) == before
+    assert s[KEY].tracked is True
+    assert admit(s, "y")
+
+
+def test_first_reply_with_no_usable_total_reads_as_untracked() -> None:
+    s = states()
+    assert admit(s, "a")
+    reply(s, "a", float("nan"), float("nan"))
+    assert s[KEY].tracked is False
+    assert admit(s, "b") and admit(s, "c")
+
+
+@pytest.mark.parametrize("reset", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_reset_is_no_reset(reset: float) -> None:
+    s = states()
+    assert admit(s, "a")
+    reply(s, "a", 500.0, reset)  # over the limit, reset unknown
+    assert s[KEY].reset_at is None
+    decision = try_admit(s, "b", [(KEY, 1)], RULES, T0)
+    assert decision.retry_at == pytest.approx(T0 + RULES.basket)
+
+
+def test_a_huge_increase_is_learned_as_at_most_one_basket_per_call() -> None:
+    s = learned(total=100.0)
+    assert admit(s, "x")
+    reply(s, "x", 1e12, RESET)
+    cost = s[KEY].cost
+    assert cost is not None
+    assert cost <= RULES.basket
