@@ -56,6 +56,8 @@ __all__ = [
     "classify_refresh",
     "is_batch",
     "may_retry",
+    "needs_backoff",
+    "needs_settling",
     "outcome_unknown_after",
     "reason",
 ]
@@ -166,44 +168,85 @@ def reason(exc: BaseException) -> str:
 
 
 def needs_backoff(exc: BaseException) -> bool:
-    """Whether a retry should first sleep a backoff.
+    """Whether a retry should first sleep the exponential backoff.
 
     503 and 429 need none: the bucket (marked full) and the budget (held until
     the reset) already pace the retry. An expired token is refreshed and
-    repeated at once. Connect errors and ambiguous failures back off: the
+    repeated at once (the first time). Connect errors sleep their own short
+    delay (``RetryPolicy.connect_delay``). Ambiguous failures back off: the
     portal or the network is unwell and hammering it will not help.
     """
-    return isinstance(exc, ConnectError) or classify(exc) is Safety.AMBIGUOUS
+    return classify(exc) is Safety.AMBIGUOUS
+
+
+def needs_settling(exc: BaseException) -> bool:
+    """Whether the request that failed with ``exc`` may still be running on the portal.
+
+    True when no answer of the portal's own came back: a timeout, a dropped
+    connection, or a non-JSON 5xx page (a proxy in front of the portal gives up
+    while the portal may still execute). A JSON error from the portal itself
+    means it has finished with the request.
+    """
+    if isinstance(exc, RequestTimeoutError | ConnectionLostError):
+        return True
+    return isinstance(exc, DecodeError) and exc.status >= 500
 
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How often and how long one call is retried. Both are capped.
+    """How often and how long one call is retried. Everything is capped.
 
     What is retried at all is fixed by the call, not the policy: failures that
     executed nothing always, ambiguous ones only for reads and keyed writes. When
     a cap is reached the last error is raised (``OutcomeUnknownError`` for a write
-    that may have executed).
+    that may have executed). The defaults bound every way a call can fail; the
+    worst cases are in a table in ``docs/rate-limits.md``.
 
     Args:
         max_attempts: Sends of one call, the first included. 10: enough to ride
             out a second tenant's burst (each 503 is an attempt) and a flaky
-            network, few enough that a dead portal fails a call in minutes.
+            network. A 429 is not an attempt: the portal is pacing the method,
+            and a call held by 429s gives up once no call of its method has got
+            through for an operating window and one basket (11 minutes on a real
+            portal), with an ``OperatingLimitError`` that says so.
         max_elapsed: Seconds one call may spend *failing*, from its first send,
             not counting time queued for the bucket, the budget or a concurrency
-            slot. Queueing is pacing, not failure: a call can wait a whole
-            operating window behind a 429 hold (facts §2.2, up to 10 minutes) and
-            still be healthy. 300 s: five of the portal's 60 s request timeouts
-            (facts §1), or a short network outage. ``math.inf``: no cap.
-        base_delay: The first backoff cap, in seconds. Connect errors and ambiguous
-            failures back off exponentially with full jitter: attempt *n* sleeps a
-            uniform random time in ``[0, min(max_delay, base_delay * 2**(n-1))]``,
-            so many callers that failed together do not retry together.
+            slot (queueing is pacing, not failure). No retry starts once this is
+            spent, so a call fails within ``max_elapsed`` plus one transport
+            timeout. 120 s: a silent portal fails a call after two timeouts
+            (about 131 s with the 65 s default timeout). ``math.inf``: no cap.
+        base_delay: The first backoff cap, in seconds. Ambiguous failures (and
+            token refreshes after the first) back off exponentially with full
+            jitter: attempt *n* sleeps a uniform random time in
+            ``[0, min(max_delay, base_delay * 2**(n-1))]``, so many callers that
+            failed together do not retry together.
         max_delay: The largest backoff cap, in seconds (0.5 s doubles to 30 s).
+        connect_retries: Retries after a connect failure (refused, name not
+            resolved, TLS failed, connect timeout), per call (2). Such a failure
+            is not ambiguous, the portal is simply unreachable: after these the
+            ``ConnectError`` is raised. A refusing portal fails a call in about 2 s.
+        connect_delay: The longest random sleep before a connect retry (1 s).
+        max_refreshes: Token refreshes per call in a row while no call of the
+            scheduler gets a reply (3). A portal that keeps answering
+            ``expired_token`` to fresh tokens is broken; after the cap the
+            ``ExpiredTokenError`` is raised. Tokens that merely expire often
+            (other calls get through between) do not count.
+        settle_time: After an ambiguous failure of a keyed write (a timeout, a
+            dropped connection, a proxy's 502 or 504 page), the same
+            Idempotency-Key is not sent again until this many seconds after the
+            failed attempt was sent. Two requests with one key sent while the
+            first still runs may both run (api-facts §4.1); a cloud portal cuts
+            a request off after 60 s (api-facts §1), so 65 s after sending, the
+            first has ended and the portal replays its stored answer. With the
+            default 65 s transport timeout a timed-out write is resent at once;
+            one whose connection dropped after a second waits the rest. Lower it
+            only for a portal known to cut requests off sooner (a test portal).
 
     Raises:
-        TypeError: ``max_attempts`` is not an int.
-        ValueError: ``max_attempts`` is below 1, or a time is negative or NaN.
+        TypeError: ``max_attempts``, ``connect_retries`` or ``max_refreshes`` is
+            not an int.
+        ValueError: ``max_attempts`` is below 1, a count is negative, or a time
+            is negative or NaN.
 
     Example:
         ```python
@@ -212,16 +255,26 @@ class RetryPolicy:
     """
 
     max_attempts: int = 10
-    max_elapsed: float = 300.0
+    max_elapsed: float = 120.0
     base_delay: float = 0.5
     max_delay: float = 30.0
+    connect_retries: int = 2
+    connect_delay: float = 1.0
+    max_refreshes: int = 3
+    settle_time: float = 65.0
 
     def __post_init__(self) -> None:
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
             raise TypeError(f"max_attempts: must be an int, got {self.max_attempts!r}")
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts: must be at least 1, got {self.max_attempts!r}")
-        for name in ("max_elapsed", "base_delay", "max_delay"):
+        for name in ("connect_retries", "max_refreshes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name}: must be an int, got {value!r}")
+            if value < 0:
+                raise ValueError(f"{name}: must not be negative, got {value!r}")
+        for name in ("max_elapsed", "base_delay", "max_delay", "connect_delay", "settle_time"):
             value = getattr(self, name)
             # `not value >= 0` also refuses NaN; infinity means "no cap".
             if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
@@ -240,7 +293,7 @@ class RetryPolicy:
         Returns:
             A policy with ``base_delay`` and ``max_delay`` 0.
         """
-        return cls(max_attempts=max_attempts, base_delay=0.0, max_delay=0.0)
+        return cls(max_attempts=max_attempts, base_delay=0.0, max_delay=0.0, connect_delay=0.0)
 
     def backoff_cap(self, failures: int) -> float:
         """The longest sleep after the ``failures``-th backed-off failure (1-based)."""

@@ -35,8 +35,14 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from types import MappingProxyType
 
-from .._transport.types import Call, Reply, Transport
-from ..errors import ExpiredTokenError, OperatingLimitError, OutcomeUnknownError, RateLimitError
+from .._transport.types import Call, Reply, RetryClass, Transport
+from ..errors import (
+    ConnectError,
+    ExpiredTokenError,
+    OperatingLimitError,
+    OutcomeUnknownError,
+    RateLimitError,
+)
 from .backends import Backend, default_backend
 from .bucket import DEFAULT_HEADROOM, BucketConfig
 from .budget import Admission, BudgetKey, BudgetRules, Settlement, merge_keys
@@ -48,8 +54,10 @@ from .retry import (
     Safety,
     classify_call,
     classify_refresh,
+    is_batch,
     may_retry,
     needs_backoff,
+    needs_settling,
     outcome_unknown_after,
     reason,
 )
@@ -66,16 +74,25 @@ _OPERATING_LIMIT = Settlement("operating_limit")
 #: Merged budget keys cached per (credential, budget); bounded so that callers of
 #: ``client.call`` with ever-new method names cannot grow it without end.
 _KEYS_CACHE_SIZE = 1024
+#: Seconds a hold may end after a call's deadline (the wall and the monotonic
+#: clock are read at slightly different moments).
+_HOLD_TOLERANCE = 1e-3
 
 
 class _QueuedTime:
-    """Per logical call: seconds spent queueing (pacing), which is not failing."""
+    """Per logical call: seconds spent queueing (pacing, not failing), and the last send."""
 
     # A plain slotted class, not a dataclass: one is made per call.
-    __slots__ = ("seconds",)
+    __slots__ = ("seconds", "sent_at")
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        #: When the latest attempt was handed to the transport (monotonic).
+        self.sent_at: float | None = None
+
+
+class _HeldTooLong(Exception):
+    """A 429-held call would wait past one operating window from its first 429."""
 
 
 class _Slots:
@@ -179,6 +196,12 @@ class Scheduler:
             capacity=max(1, limits.burst - headroom), drain_per_second=limits.drain_per_second
         )
         self._rules = BudgetRules.from_limits(limits)
+        # How long a 429-limited call waits without progress (_limit_deadline).
+        self._give_up_after = float(limits.operating_window) + self._rules.basket
+        # Keys that have answered 429, and when a call on each last succeeded
+        # (monotonic): what bounds a 429-held call (_limit_deadline).
+        self._limited: set[BudgetKey] = set()
+        self._progress: dict[BudgetKey, float] = {}
         self._retry = retry if retry is not None else RetryPolicy()
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._rng = random.Random()
@@ -260,7 +283,14 @@ class Scheduler:
         started = clock.monotonic()
         queued = _QueuedTime()
         attempts = 0
+        # 429s: not counted against max_attempts, the operating window caps them.
+        limited = 0
         backoffs = 0
+        connects = 0
+        refreshes = 0
+        # When this call first got a 429; its holds end one window later.
+        limited_since: float | None = None
+        last_limit: OperatingLimitError | None = None
         # Whether an earlier attempt may have executed the call.
         ambiguous = False
         # The expired-token error to refresh before the next send, if any.
@@ -275,8 +305,18 @@ class Scheduler:
                     expired = None
                     refreshing = False
                 return await self._attempt(
-                    call, transport, portal, keys, queued, retrying=attempts > 1
+                    call,
+                    transport,
+                    portal,
+                    keys,
+                    queued,
+                    retrying=attempts > 1,
+                    limited_since=limited_since,
                 )
+            except _HeldTooLong:
+                # Only a call that got a 429 has a hold deadline.
+                assert last_limit is not None
+                raise self._held_too_long(call, last_limit) from last_limit
             except Exception as exc:
                 failure = exc
             # One decision table (retry.py): what this failure says about the call.
@@ -285,12 +325,49 @@ class Scheduler:
                 ambiguous = True
             if may_retry(safety, call.retry_class):
                 delay = 0.0
-                if needs_backoff(failure):
+                capped = False
+                if isinstance(failure, ConnectError):
+                    # Unreachable, not ambiguous: a couple of quick tries, then
+                    # the cause (refused, DNS, TLS) goes to the caller.
+                    connects += 1
+                    capped = connects > policy.connect_retries
+                    delay = self._rng.random() * policy.connect_delay
+                elif isinstance(failure, ExpiredTokenError):
+                    # Refreshed at once the first time (a token simply expired);
+                    # a portal that refuses fresh tokens too gets a few more
+                    # tries, backed off, then the typed error.
+                    refreshes += 1
+                    capped = refreshes > policy.max_refreshes
+                    if refreshes > 1:
+                        delay = policy.backoff(refreshes - 1, self._rng)
+                elif isinstance(failure, OperatingLimitError) and safety is Safety.SAFE:
+                    last_limit = failure
+                    limited += 1
+                    now = clock.monotonic()
+                    if limited_since is None:
+                        limited_since = now
+                    elif now >= self._limit_deadline(keys, limited_since):
+                        raise self._held_too_long(call, failure) from failure
+                elif needs_backoff(failure):
                     backoffs += 1
                     delay = policy.backoff(backoffs, self._rng)
+                if (
+                    call.retry is RetryClass.KEYED_WRITE
+                    and queued.sent_at is not None
+                    and needs_settling(failure)
+                ):
+                    # The first request may still be executing: a same-key request
+                    # sent now could run beside it (api-facts §4.1). Wait until the
+                    # portal has cut it off at the latest.
+                    settle = policy.settle_time - (clock.monotonic() - queued.sent_at)
+                    delay = max(delay, settle)
                 # Time spent failing: queueing for the limits does not count.
                 failing = clock.monotonic() - started - queued.seconds
-                if attempts < policy.max_attempts and failing + delay <= policy.max_elapsed:
+                if (
+                    not capped
+                    and attempts - limited < policy.max_attempts
+                    and failing + delay <= policy.max_elapsed
+                ):
                     if isinstance(failure, ExpiredTokenError):
                         expired = failure
                     self._retries[reason(failure)] += 1
@@ -316,6 +393,42 @@ class Scheduler:
                 raise OutcomeUnknownError(call.method, failure) from failure
             raise failure
 
+    def _limit_deadline(self, keys: Sequence[tuple[BudgetKey, int]], limited_since: float) -> float:
+        """When a call 429-limited since ``limited_since`` stops waiting (monotonic).
+
+        One operating window and one basket after its first 429 or after the
+        latest success of a call on one of its keys, whichever is later. While
+        other calls of the method get through, the portal is pacing, not
+        refusing for ever (a busy method can keep one call waiting behind the
+        others). A real block lasts at most one window from the first call of
+        that window (api-facts §2.2); the basket is the granularity of the holds
+        that wait it out (a 429 with no known reset holds one basket).
+        """
+        since = limited_since
+        progress = self._progress
+        for key, _ in keys:
+            since = max(since, progress.get(key, since))
+        return since + self._give_up_after
+
+    def _held_too_long(self, call: Call, last: OperatingLimitError) -> BaseException:
+        """The error for a call still refused with 429 after a whole operating window.
+
+        Every basket of the window has expired since the first 429 (api-facts
+        §2.2), so a portal that still refuses is not pacing us: waiting longer
+        would hold the caller without end.
+        """
+        error = OperatingLimitError(
+            f"still over the operating limit: no call of this method got through in "
+            f"{self._give_up_after:g} s (an operating window and a basket); giving up",
+            code=last.code,
+            status=last.status,
+            method=call.method,
+        )
+        if call.retry is not RetryClass.READ and is_batch(call):
+            # A write batch's 429 may follow executed commands (classify_call).
+            return OutcomeUnknownError(call.method, error)
+        return error
+
     async def _attempt(
         self,
         call: Call,
@@ -325,6 +438,7 @@ class Scheduler:
         queued: _QueuedTime,
         *,
         retrying: bool = False,
+        limited_since: float | None = None,
     ) -> Reply:
         # Every backend step is "try now, else await" (Backend): a step the
         # backend does at once creates no coroutine.
@@ -347,7 +461,9 @@ class Scheduler:
                 slots.give()
                 await self._admit(ticket, keys, slots, queued, refused=admission)
         else:
-            await self._admit(ticket, keys, slots, queued, retrying=retrying)
+            await self._admit(
+                ticket, keys, slots, queued, retrying=retrying, limited_since=limited_since
+            )
         self._in_flight += 1
         settlement = _FAILED
         cancelled = False
@@ -360,6 +476,7 @@ class Scheduler:
                     self._bucket_wait_seconds += reservation.waited
                     queued.seconds += reservation.waited
             self._sent += 1
+            queued.sent_at = clock.monotonic()
             try:
                 reply = await transport.send(call)
             except RateLimitError:
@@ -373,9 +490,16 @@ class Scheduler:
                 # call did not run, but a batch's earlier commands may have
                 # (SPEC §3): retry.classify_call decides whether to resend.
                 self._operating_limit_hits += 1
+                self._limited.update(key for key, _ in keys)
                 settlement = _OPERATING_LIMIT
                 raise
             settlement = Settlement("replied", reply.time, reply.replayed)
+            if self._limited:
+                # Progress on a key that has seen a 429 (see _limit_deadline).
+                at = clock.monotonic()
+                for key, _ in keys:
+                    if key in self._limited:
+                        self._progress[key] = at
             if not backend.succeeded_now(portal, self._bucket):
                 await backend.succeeded(portal, self._bucket, clock)
             return reply
@@ -403,11 +527,14 @@ class Scheduler:
         *,
         refused: Admission | None = None,
         retrying: bool = False,
+        limited_since: float | None = None,
     ) -> None:
         """Return holding a concurrency slot, with ``ticket`` admitted on every key.
 
         ``refused``: the fast path's refusal (taken without holding a slot now),
-        to wait on before asking again.
+        to wait on before asking again. ``limited_since``: when the call got
+        its first 429 (monotonic); a hold that would end after the call's
+        deadline (:meth:`_limit_deadline`) raises :class:`_HeldTooLong` instead.
         """
         backend = self._backend
         clock = self._clock
@@ -443,6 +570,13 @@ class Scheduler:
                     break
                 # Wait without the slot: a held key must not starve the others.
                 slots.give()
+            if (
+                limited_since is not None
+                and not admission.on_change
+                and admission.retry_at - clock.time()
+                > self._limit_deadline(keys, limited_since) - clock.monotonic() + _HOLD_TOLERANCE
+            ):
+                raise _HeldTooLong()
             refusals += 1
             if refusals == 1 and _log.isEnabledFor(logging.INFO):
                 wait = admission.retry_at - clock.time()

@@ -417,7 +417,8 @@ def test_first_reply_with_no_usable_total_reads_as_untracked() -> None:
     assert admit(s, "a")
     reply(s, "a", float("nan"), float("nan"))
     assert s[KEY].tracked is False
-    assert admit(s, "b") and admit(s, "c")
+    assert admit(s, "b")
+    assert admit(s, "c")
 
 
 @pytest.mark.parametrize("reset", [float("nan"), float("inf"), float("-inf")])

@@ -151,7 +151,8 @@ def test_one_failure_then_success(name: str, retry: RetryClass) -> None:
 
 def test_retries_resend_the_same_call_object() -> None:
     async def main() -> list[Call]:
-        s = scheduler()
+        # No settle time: the fake's failures are instant (settling is tested apart).
+        s = scheduler(RetryPolicy(settle_time=0))
         transport = FakeTransport(
             script(RequestTimeoutError("t"), ConnectionLostError("r"), ok(no_time=True))
         )
@@ -230,9 +231,9 @@ def test_exhausted_safe_retries_raise_the_last_error() -> None:
 
 def test_elapsed_time_is_capped() -> None:
     async def main() -> tuple[float, int]:
-        transport = FakeTransport(script(ConnectError("refused")))
+        transport = FakeTransport(script(RequestTimeoutError("silent")))
         policy = RetryPolicy(max_attempts=1000, max_elapsed=60, base_delay=4, max_delay=8)
-        with pytest.raises(ConnectError):
+        with pytest.raises(RequestTimeoutError):
             await scheduler(policy).execute(make_call(), transport)
         return now(), len(transport.sent)
 
@@ -306,8 +307,11 @@ def test_backoff_cap_doubles_up_to_max_delay() -> None:
 def test_default_policy() -> None:
     policy = RetryPolicy()
     assert policy.max_attempts == 10
-    assert policy.max_elapsed == 300
+    assert policy.max_elapsed == 120
     assert (policy.base_delay, policy.max_delay) == (0.5, 30)
+    assert (policy.connect_retries, policy.connect_delay) == (2, 1.0)
+    assert policy.max_refreshes == 3
+    assert policy.settle_time == 65
 
 
 @pytest.mark.parametrize(
@@ -317,6 +321,10 @@ def test_default_policy() -> None:
         {"max_elapsed": -1},
         {"base_delay": -0.1},
         {"max_delay": float("nan")},
+        {"connect_retries": -1},
+        {"connect_delay": -1.0},
+        {"max_refreshes": -1},
+        {"settle_time": float("nan")},
     ],
 )
 def test_policy_rejects_bad_values(kwargs: dict[str, float]) -> None:

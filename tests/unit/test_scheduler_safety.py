@@ -329,7 +329,7 @@ def test_refresh_failures_count_against_the_attempt_cap(retry: RetryClass) -> No
 
     async def main() -> tuple[BaseException | Reply, RefreshFails]:
         transport = RefreshFails(refused, replies=[expired()])
-        policy = RetryPolicy(max_attempts=5, max_elapsed=10_000)
+        policy = RetryPolicy(max_attempts=5, max_elapsed=10_000, connect_retries=10)
         return await outcome(scheduler(policy), make_call(retry=retry), transport), transport
 
     result, transport = run(main())
