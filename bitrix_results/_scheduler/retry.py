@@ -284,6 +284,9 @@ class RetryPolicy:
     def no_backoff(cls, *, max_attempts: int = 10) -> RetryPolicy:
         """Retries without sleeping in between: for tests, where backoff only slows them.
 
+        No backoff, no connect delay and no settle time: only for fakes and mocks,
+        where no request can still be running when its resend goes (against a
+        real portal, a keyed write resent at once may run twice, api-facts §4.1).
         Everything else is the default; 503 and 429 retries stay paced by the
         bucket and the budget, which never back off anyway.
 
@@ -293,7 +296,13 @@ class RetryPolicy:
         Returns:
             A policy with ``base_delay`` and ``max_delay`` 0.
         """
-        return cls(max_attempts=max_attempts, base_delay=0.0, max_delay=0.0, connect_delay=0.0)
+        return cls(
+            max_attempts=max_attempts,
+            base_delay=0.0,
+            max_delay=0.0,
+            connect_delay=0.0,
+            settle_time=0.0,
+        )
 
     def backoff_cap(self, failures: int) -> float:
         """The longest sleep after the ``failures``-th backed-off failure (1-based)."""

@@ -352,7 +352,8 @@ class Scheduler:
                     backoffs += 1
                     delay = policy.backoff(backoffs, self._rng)
                 if (
-                    call.retry is RetryClass.KEYED_WRITE
+                    not refreshing
+                    and call.retry_class is RetryClass.KEYED_WRITE
                     and queued.sent_at is not None
                     and needs_settling(failure)
                 ):
@@ -424,7 +425,7 @@ class Scheduler:
             status=last.status,
             method=call.method,
         )
-        if call.retry is not RetryClass.READ and is_batch(call):
+        if call.retry_class is not RetryClass.READ and is_batch(call):
             # A write batch's 429 may follow executed commands (classify_call).
             return OutcomeUnknownError(call.method, error)
         return error

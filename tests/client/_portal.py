@@ -268,7 +268,7 @@ def fast_scheduler(*, concurrency: int = 16, max_attempts: int = 4) -> Scheduler
     Backoff is full jitter (random); zeroing it keeps retry tests fast and
     deterministic. Each client gets its own so statistics are per test.
     """
-    retry = RetryPolicy(max_attempts=max_attempts, base_delay=0.0, max_delay=0.0)
+    retry = RetryPolicy.no_backoff(max_attempts=max_attempts)
     return Scheduler(FAST_LIMITS, concurrency=concurrency, retry=retry)
 
 

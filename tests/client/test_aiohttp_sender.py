@@ -212,7 +212,7 @@ async def _server(answer: bytes | None, *, close: bool) -> AsyncIterator[str]:
 
 
 def _client(url: str, *, timeout: float = 5.0) -> ResultsClient:
-    retry = RetryPolicy(max_attempts=2, base_delay=0.0, max_delay=0.0)
+    retry = RetryPolicy.no_backoff(max_attempts=2)
     return ResultsClient.from_webhook(url, retry=retry, timeout=timeout)
 
 

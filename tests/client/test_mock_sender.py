@@ -25,7 +25,7 @@ from bitrix_results.testing import (
 
 from ._portal import TIME, WEBHOOK_URL, item
 
-NO_WAIT = RetryPolicy(max_attempts=3, base_delay=0.0, max_delay=0.0)
+NO_WAIT = RetryPolicy.no_backoff(max_attempts=3)
 
 
 def _ok(result: object, **headers: str) -> RawResponse:
