@@ -183,13 +183,17 @@ def needs_settling(exc: BaseException) -> bool:
     """Whether the request that failed with ``exc`` may still be running on the portal.
 
     True when no answer of the portal's own came back: a timeout, a dropped
-    connection, or a non-JSON 5xx page (a proxy in front of the portal gives up
-    while the portal may still execute). A JSON error from the portal itself
-    means it has finished with the request.
+    connection, or a proxy's 502 or 504 page (the proxy gave up on the portal,
+    which may still execute). A JSON error from the portal itself, or another
+    error page, means the request is over.
     """
     if isinstance(exc, RequestTimeoutError | ConnectionLostError):
         return True
-    return isinstance(exc, DecodeError) and exc.status >= 500
+    return isinstance(exc, DecodeError) and exc.status in _GATEWAY_STATUSES
+
+
+#: A proxy's "bad gateway" and "gateway timeout": the upstream may still run.
+_GATEWAY_STATUSES = frozenset({502, 504})
 
 
 @dataclass(frozen=True, slots=True)

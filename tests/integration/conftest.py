@@ -30,8 +30,10 @@ def fake_portal_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("bitrix_results._bulk.verify.SETTLE_SECONDS", 2.0)
 
 
-#: Fault-heavy tests retry often; a short backoff keeps them quick.
-FAST_RETRY = RetryPolicy(base_delay=0.02, max_delay=0.2)
+#: Fault-heavy tests retry often; a short backoff keeps them quick. The settle
+#: time before a keyed write's same-key resend is the fake portal's, not a real
+#: one's 60 s cut-off: no test here runs a call later than 1 s after it arrived.
+FAST_RETRY = RetryPolicy(base_delay=0.02, max_delay=0.2, settle_time=1.0)
 
 
 def headroom_for(config: PortalConfig) -> int:

@@ -39,7 +39,7 @@ async def test_a_lost_first_answer_is_never_matched_to_an_older_result(make_fake
         **FAST, faults=Faults(fail_before=1.0, methods=frozenset({"tasks.task.result.add"}))
     )
     running.portal.add_result(1, "Done")
-    retry = RetryPolicy(max_attempts=2, base_delay=0.0)
+    retry = RetryPolicy(max_attempts=2, base_delay=0.0, settle_time=0.0)
     async with client_for(running, retry=retry) as client:
         with pytest.raises(BulkAbortedError) as caught:
             await client.bulk_add([(1, "Done")], batch=batch)
@@ -53,7 +53,7 @@ async def test_a_refusal_after_a_lost_answer_does_not_claim_nothing_exists(make_
     running = make_fake_portal(
         **FAST, faults=Faults(drop_after=1.0, methods=frozenset({"tasks.task.result.add"}))
     )
-    client = client_for(running, retry=RetryPolicy(max_attempts=2, base_delay=0.0))
+    client = client_for(running, retry=RetryPolicy(max_attempts=2, base_delay=0.0, settle_time=0.0))
     real_send, sent = client._transport.send, 0
 
     async def send(call):

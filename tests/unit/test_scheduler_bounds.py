@@ -29,6 +29,7 @@ from bitrix_results._transport.types import Call, Reply, RetryClass
 from bitrix_results.errors import (
     ConnectError,
     ConnectionLostError,
+    DecodeError,
     ExpiredTokenError,
     OperatingLimitError,
     OutcomeUnknownError,
@@ -388,3 +389,18 @@ def test_settle_time_counts_as_failing_time() -> None:
     assert isinstance(result, OutcomeUnknownError)
     assert sends == 4  # at 0, 65, 130, 195
     assert elapsed <= policy.max_elapsed
+
+
+@pytest.mark.parametrize(
+    ("status", "settles"), [(502, True), (504, True), (500, False), (503, False)]
+)
+def test_only_gateway_pages_may_leave_a_request_running(status: int, settles: bool) -> None:
+    page = DecodeError("not JSON", method=ADD, status=status)
+
+    async def main() -> list[float]:
+        transport = FakeTransport(script(page, ok(no_time=True)))
+        await scheduler().execute(make_call(retry=RetryClass.KEYED_WRITE, key="k"), transport)
+        return transport.times
+
+    times = run(main())
+    assert (times[1] >= RetryPolicy().settle_time) is settles
