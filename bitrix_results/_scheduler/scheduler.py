@@ -217,6 +217,8 @@ class Scheduler:
         self._portals: dict[str, None] = {}
         self._keys: dict[BudgetKey, None] = {}
         self._sent = 0
+        # Successful replies, for the refresh cap (execute).
+        self._replies = 0
         self._bucket_waits = 0
         self._bucket_wait_seconds = 0.0
         self._budget_waits = 0
@@ -288,6 +290,9 @@ class Scheduler:
         backoffs = 0
         connects = 0
         refreshes = 0
+        # self._replies when this call last refreshed: a reply since then means
+        # the refreshes work (tokens simply keep expiring), not a broken portal.
+        replies_at_refresh = -1
         # When this call first got a 429; its holds end one window later.
         limited_since: float | None = None
         last_limit: OperatingLimitError | None = None
@@ -336,6 +341,9 @@ class Scheduler:
                     # Refreshed at once the first time (a token simply expired);
                     # a portal that refuses fresh tokens too gets a few more
                     # tries, backed off, then the typed error.
+                    if self._replies != replies_at_refresh:
+                        refreshes = 0
+                    replies_at_refresh = self._replies
                     refreshes += 1
                     capped = refreshes > policy.max_refreshes
                     if refreshes > 1:
@@ -495,6 +503,7 @@ class Scheduler:
                 settlement = _OPERATING_LIMIT
                 raise
             settlement = Settlement("replied", reply.time, reply.replayed)
+            self._replies += 1
             if self._limited:
                 # Progress on a key that has seen a 429 (see _limit_deadline).
                 at = clock.monotonic()

@@ -404,3 +404,34 @@ def test_only_gateway_pages_may_leave_a_request_running(status: int, settles: bo
 
     times = run(main())
     assert (times[1] >= RetryPolicy().settle_time) is settles
+
+
+def test_tokens_that_keep_expiring_while_other_calls_get_through_are_not_capped() -> None:
+    # Not a broken portal: tokens expire often, and other calls get replies
+    # between this call's refreshes. Only refreshes in a row count.
+    async def main() -> tuple[BaseException | Reply, FakeTransport]:
+        s = scheduler()
+
+        async def handler(call: Call, n: int) -> Reply:
+            await asyncio.sleep(0.01)
+            if call.idempotency_key == "unlucky" and len(transport.refreshed) < 6:
+                raise expired()
+            return ok(no_time=True)
+
+        transport = FakeTransport(handler)
+        done = asyncio.Event()
+
+        async def others() -> None:
+            while not done.is_set():
+                await s.execute(make_call(), transport)
+
+        background = asyncio.create_task(others())
+        unlucky = make_call(retry=RetryClass.KEYED_WRITE, key="unlucky")
+        result = await outcome(s, unlucky, transport)
+        done.set()
+        await background
+        return result, transport
+
+    result, transport = run(main())
+    assert isinstance(result, Reply)
+    assert len(transport.refreshed) == 6
