@@ -139,7 +139,7 @@ local function verdict(st, count, inflight, units, limit, window, now)
     end
   end
   if count > 0 then return false, false, deadline, nil, true end
-  local hold = deadline or (now + window / 10)
+  local hold = math.min(deadline or (now + window / 10), now + window)
   return false, false, hold, hold, false
 end
 
@@ -219,8 +219,15 @@ SETTLE = (
 local now = clock(ARGV[1])
 local ticket, kind, replayed = ARGV[2], ARGV[3], ARGV[4] == '1'
 local has_time = ARGV[5] == '1'
-local operating, raw, start, finish = opt(ARGV[6]), opt(ARGV[7]), opt(ARGV[8]), opt(ARGV[9])
 local limit, window, ttl = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+
+-- budget.py _finite: NaN and infinities are no numbers.
+local function finite(x)
+  if x == nil or x ~= x or x == math.huge or x == -math.huge then return nil end
+  return x
+end
+local operating, raw = finite(opt(ARGV[6])), finite(opt(ARGV[7]))
+local start, finish = finite(opt(ARGV[8])), finite(opt(ARGV[9]))
 
 local function anchor(st, total, r, loc)
   st.total = total
@@ -238,16 +245,21 @@ end
 
 -- budget.py _observe: learn from a reply's time block; false when it was stale.
 local function observe(st, units)
-  if not has_time or operating == nil then
+  if not has_time or operating == nil or operating < 0 then
     if st.tracked == nil then st.tracked = '0' end
     return true
   end
   st.tracked = '1'
-  local loc = nil
+  -- budget.py _reset_of: a reset is at most one window ahead of its origin.
+  local loc, raw = nil, raw  -- a local copy: every key of the call reads the same reply
   if raw ~= nil then
-    if start ~= nil then loc = raw - start + now
-    elseif finish ~= nil then loc = raw - finish + now
-    else loc = raw end
+    local origin = start or finish or now
+    local ahead = raw - origin
+    if ahead > window then
+      ahead = window
+      raw = origin + window
+    end
+    loc = now + ahead
   end
   if st.total == nil then anchor(st, operating, raw, loc); return true end
   if raw ~= nil and st.raw_reset ~= nil then
@@ -259,7 +271,8 @@ local function observe(st, units)
     return true
   end
   if operating >= st.total then
-    learn(st, operating - st.total, st.pending + units)
+    local calls = st.pending + units
+    learn(st, math.min(operating - st.total, window / 10 * calls), calls)
     st.pending = 0
     st.total = operating
   elseif raw == nil then
@@ -276,7 +289,7 @@ local function hold_after_429(st)
     local deadline = st.reset_at + slack(st, window)
     if deadline > now then hold = deadline end
   end
-  st.held_until = math.max(st.held_until or hold, hold)
+  st.held_until = math.min(math.max(st.held_until or hold, hold), now + window)
 end
 
 local out = {fmt(now)}

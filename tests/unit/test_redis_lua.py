@@ -181,3 +181,53 @@ def _approx(stats: object) -> object:
             for name, value in _fields(stats).items()
         }
     )
+
+
+HOSTILE = [
+    ResponseTime(start=EPOCH, operating=1e6, operating_reset_at=EPOCH + 10 * 365 * 86400.0),
+    ResponseTime(start=EPOCH, operating=1e6, operating_reset_at=1e12),
+    ResponseTime(operating=1e6, operating_reset_at=1e12),
+    ResponseTime(start=-1e12, operating=1e6, operating_reset_at=EPOCH + 300.5),
+    ResponseTime(start=math.nan, operating=1e6, operating_reset_at=math.inf),
+    ResponseTime(start=EPOCH, operating=math.nan, operating_reset_at=EPOCH + 60),
+    ResponseTime(start=EPOCH, operating=-5.0, operating_reset_at=EPOCH + 60),
+    ResponseTime(start=EPOCH, operating=math.inf, operating_reset_at=math.nan),
+]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+async def test_lua_clamps_hostile_time_blocks_like_budget_py(
+    client: Redis, hostile: ResponseTime
+) -> None:
+    # A sane reply, then the hostile one, then a 429: the hold stays within one
+    # window in both ports, and both learn the same.
+    rules = BudgetRules(limit=480.0, window=600.0)
+    clock = StepClock()
+    backend = RedisBackend(client, server_time=False, lease=LEASE)
+    states: dict[BudgetKey, KeyState] = {ADD: KeyState()}
+    keys = ((ADD, 1),)
+    sane = ResponseTime(start=EPOCH, operating=10.0, operating_reset_at=EPOCH + 120.5)
+    try:
+        for n, settlement in enumerate(
+            [
+                Settlement("replied", sane),
+                Settlement("replied", hostile),
+                Settlement("operating_limit"),
+            ]
+        ):
+            ticket = f"h{n}"
+            expected = try_admit(states, ticket, keys, rules, clock.now, lease=LEASE)
+            got = await backend.admit(ticket, keys, rules, clock)
+            assert got.admitted == expected.admitted
+            if not expected.admitted:
+                break
+            settle(states, ticket, keys, settlement, rules, clock.now)
+            await backend.settle(ticket, keys, settlement, rules, clock)
+            stats = backend.budget_statistics(ADD)
+            assert stats == _approx(statistics_of(ADD, states[ADD]))
+            assert stats is not None
+            assert stats.held_until is None or stats.held_until <= clock.now + rules.window
+            clock.now += 1.0
+    finally:
+        await backend.aclose()
+        await client.aclose()
