@@ -103,7 +103,8 @@ async def test_a_silent_first_item_is_tried_as_the_retry_policy_says_not_nine_ti
         **FAST,
         faults=Faults(slow=1.0, slow_seconds=0.3, methods=frozenset({"tasks.task.result.add"})),
     )
-    retry = RetryPolicy(max_attempts=3, base_delay=0.0)
+    # Settle time: the fake portal's late answer, not a real portal's 60 s cut-off.
+    retry = RetryPolicy(max_attempts=3, base_delay=0.0, settle_time=0.5)
     items = [NewResult(1 + i % 10, f"row {i}") for i in range(N)]
     async with client_for(running, retry=retry, timeout=0.2) as client:
         with pytest.raises(BulkAbortedError) as caught:
