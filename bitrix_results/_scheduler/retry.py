@@ -298,7 +298,7 @@ class RetryPolicy:
             max_attempts: Sends of one call, the first included.
 
         Returns:
-            A policy with ``base_delay`` and ``max_delay`` 0.
+            A policy with every delay (backoff, connect delay, settle time) 0.
         """
         return cls(
             max_attempts=max_attempts,
