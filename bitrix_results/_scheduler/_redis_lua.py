@@ -350,11 +350,13 @@ return renewed
 )
 
 # KEYS[1]: the bucket hash.
-# ARGV: op (reserve | limited | succeeded), capacity, nominal drain per second,
-#       now, ticket (limited only), decrease factor, floor factor, step,
-#       expected ("1": this process saw the bucket alive, so a missing key was
-#       evicted or lost in a restart: start it full rather than empty).
-# Returns, joined by |: {wait, level, effective drain, time used, "1" if found missing}.
+# ARGV: op (reserve | limited | succeeded | requeue), capacity, nominal drain
+#       per second, now, ticket (limited) or count (requeue), decrease factor,
+#       floor factor, step, expected ("1": this process saw the bucket alive, so
+#       a missing key was evicted or lost in a restart: start it full rather
+#       than empty), process token.
+# Returns, joined by |: {wait, level, effective drain, time used, "1" if found
+#          missing, epoch (who created this bucket when: changes when recreated)}.
 BUCKET = (
     _PRELUDE
     + """
@@ -362,11 +364,13 @@ local op = ARGV[1]
 local capacity = tonumber(ARGV[2])
 local nominal = tonumber(ARGV[3])
 local now = clock(ARGV[4])
-local s = redis.call('HMGET', KEYS[1], 'level', 'last', 'factor', 'decreased_at')
+local s = redis.call('HMGET', KEYS[1], 'level', 'last', 'factor', 'decreased_at', 'epoch')
 local lost = '0'
 local level = tonumber(s[1])
+local epoch = s[5]
 if level == nil then
   level = 0
+  epoch = ARGV[10] .. '@' .. fmt(now)
   if ARGV[9] == '1' then
     -- The bucket existed a moment ago: whatever it held is unknown, assume full
     -- (one burst's worth of waiting, not a new burst).
@@ -396,12 +400,16 @@ elseif op == 'limited' then
   end
 elseif op == 'succeeded' then
   factor = math.min(1, factor + tonumber(ARGV[8]))
+elseif op == 'requeue' then
+  -- A process's reservations queued in a bucket since lost: they still go
+  -- at their time, so they take their places in the line again.
+  level = level + tonumber(ARGV[5])
 end
 rate = nominal * factor
 redis.call('HSET', KEYS[1], 'level', fmt(level), 'last', fmt(t),
-           'factor', fmt(factor), 'decreased_at', fmt(decreased_at))
+           'factor', fmt(factor), 'decreased_at', fmt(decreased_at), 'epoch', epoch)
 -- Forget an idle bucket once it has drained (and a minute more).
 redis.call('PEXPIRE', KEYS[1], math.ceil((level / rate + 60) * 1000))
-return table.concat({fmt(wait), fmt(level), fmt(rate), fmt(t), lost}, '|')
+return table.concat({fmt(wait), fmt(level), fmt(rate), fmt(t), lost, epoch}, '|')
 """
 )

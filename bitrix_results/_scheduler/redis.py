@@ -232,6 +232,10 @@ class _Loop:
         self.node_client: Any = None
         #: portal -> loop time until which this process expects the bucket to exist.
         self.bucket_alive: dict[str, float] = {}
+        #: portal -> the bucket's epoch last seen (it changes when recreated).
+        self.bucket_epoch: dict[str, str] = {}
+        #: portal -> this loop's reservations waiting for their turn (not sent yet).
+        self.queued: dict[str, int] = {}
         #: True while a streak of bookkeeping failures is being logged.
         self.failing = False
         #: The clock of the calls in flight (the heartbeat's, without server time).
@@ -554,6 +558,7 @@ class RedisBackend:
             repr(RATE_FLOOR),
             repr(RATE_STEP),
             "1" if alive else "0",
+            self._token,
         ]
         raw = await self._call(
             state, lambda: state.bucket(keys=[self._bucket_key(portal)], args=args), patient=patient
@@ -569,6 +574,11 @@ class RedisBackend:
         # The script keeps an idle bucket for level / rate + 60 s; a second's
         # margin for the clocks, then a missing key is no longer a surprise.
         state.bucket_alive[portal] = loop.time() + level / rate + 59.0
+        epoch = reply[5]
+        seen = state.bucket_epoch.get(portal)
+        state.bucket_epoch[portal] = epoch
+        if seen is not None and seen != epoch:
+            await self._requeue(state, portal, config, clock)
         self._buckets[portal] = BucketStatistics(
             portal=portal,
             level=level,
@@ -577,6 +587,24 @@ class RedisBackend:
             nominal_drain_per_second=config.drain_per_second,
         )
         return wait, at
+
+    async def _requeue(self, state: _Loop, portal: str, config: BucketConfig, clock: Clock) -> None:
+        """The bucket was recreated: put this loop's queued reservations back in line.
+
+        They still go at the times the lost bucket gave them; unknown to the
+        new one, the calls reserved after them would go alongside (503s).
+        Every process does this once per recreation, when it first sees the
+        new bucket's epoch.
+        """
+        queued = state.queued.get(portal, 0)
+        if queued <= 0:
+            return
+        try:
+            await self._bucket_op(
+                state, "requeue", portal, config, clock, ticket=float(queued), patient=False
+            )
+        except _Unavailable:
+            logger.debug("redis backend: could not requeue reservations in a recreated bucket")
 
     # Every step is a round trip: each ``_now`` form declines (Backend's "try
     # now, else await"), and the scheduler awaits the async form.
@@ -619,7 +647,13 @@ class RedisBackend:
                 local = self._enter_fallback(state, exc)
             else:
                 # The slot is ours already; we only wait for our turn to use it.
-                await clock.sleep(wait)
+                if wait > 0:
+                    queued = state.queued
+                    queued[portal] = queued.get(portal, 0) + 1
+                    try:
+                        await clock.sleep(wait)
+                    finally:
+                        queued[portal] -= 1
                 stats = self._buckets[portal]
                 return Reservation(
                     waited=wait, reserved_at=at, drain_per_second=stats.drain_per_second
