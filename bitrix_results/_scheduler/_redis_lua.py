@@ -350,11 +350,12 @@ return renewed
 )
 
 # KEYS[1]: the bucket hash.
-# ARGV: op (reserve | limited | succeeded | requeue), capacity, nominal drain
-#       per second, now, ticket (limited) or count (requeue), decrease factor,
-#       floor factor, step, expected ("1": this process saw the bucket alive, so
-#       a missing key was evicted or lost in a restart: start it full rather
-#       than empty), process token.
+# ARGV: op (reserve | limited | succeeded), capacity, nominal drain per second,
+#       now, ticket (limited only), decrease factor, floor factor, step,
+#       expected ("1": this process saw the bucket alive, so a missing key was
+#       evicted or lost in a restart: start it full rather than empty), process
+#       token, the epoch this process last saw ("" = none), its reservations
+#       still waiting for their turn.
 # Returns, joined by |: {wait, level, effective drain, time used, "1" if found
 #          missing, epoch (who created this bucket when: changes when recreated)}.
 BUCKET = (
@@ -381,6 +382,14 @@ end
 local last = tonumber(s[2]) or now
 local factor = tonumber(s[3]) or 1
 local decreased_at = tonumber(s[4]) or -1
+-- A bucket recreated since this process last saw it: its reservations queued
+-- in the lost one still go at their time, so they take their places in the
+-- line again, once per process (before this call's own reservation).
+local known, mark = ARGV[11], 'requeued:' .. ARGV[10]
+if known ~= '' and known ~= epoch and redis.call('HEXISTS', KEYS[1], mark) == 0 then
+  level = level + tonumber(ARGV[12])
+  redis.call('HSET', KEYS[1], mark, '1')
+end
 -- A clock that steps back (another host's, with client time) must not refill.
 local t = math.max(now, last)
 local rate = nominal * factor
@@ -400,10 +409,6 @@ elseif op == 'limited' then
   end
 elseif op == 'succeeded' then
   factor = math.min(1, factor + tonumber(ARGV[8]))
-elseif op == 'requeue' then
-  -- A process's reservations queued in a bucket since lost: they still go
-  -- at their time, so they take their places in the line again.
-  level = level + tonumber(ARGV[5])
 end
 rate = nominal * factor
 redis.call('HSET', KEYS[1], 'level', fmt(level), 'last', fmt(t),

@@ -559,6 +559,8 @@ class RedisBackend:
             repr(RATE_STEP),
             "1" if alive else "0",
             self._token,
+            state.bucket_epoch.get(portal, ""),
+            str(state.queued.get(portal, 0)),
         ]
         raw = await self._call(
             state, lambda: state.bucket(keys=[self._bucket_key(portal)], args=args), patient=patient
@@ -574,11 +576,9 @@ class RedisBackend:
         # The script keeps an idle bucket for level / rate + 60 s; a second's
         # margin for the clocks, then a missing key is no longer a surprise.
         state.bucket_alive[portal] = loop.time() + level / rate + 59.0
-        epoch = reply[5]
-        seen = state.bucket_epoch.get(portal)
-        state.bucket_epoch[portal] = epoch
-        if seen is not None and seen != epoch:
-            await self._requeue(state, portal, config, clock)
+        # A recreated bucket has a new epoch: the script puts this process's
+        # queued reservations back in line when it first meets it.
+        state.bucket_epoch[portal] = reply[5]
         self._buckets[portal] = BucketStatistics(
             portal=portal,
             level=level,
@@ -587,24 +587,6 @@ class RedisBackend:
             nominal_drain_per_second=config.drain_per_second,
         )
         return wait, at
-
-    async def _requeue(self, state: _Loop, portal: str, config: BucketConfig, clock: Clock) -> None:
-        """The bucket was recreated: put this loop's queued reservations back in line.
-
-        They still go at the times the lost bucket gave them; unknown to the
-        new one, the calls reserved after them would go alongside (503s).
-        Every process does this once per recreation, when it first sees the
-        new bucket's epoch.
-        """
-        queued = state.queued.get(portal, 0)
-        if queued <= 0:
-            return
-        try:
-            await self._bucket_op(
-                state, "requeue", portal, config, clock, ticket=float(queued), patient=False
-            )
-        except _Unavailable:
-            logger.debug("redis backend: could not requeue reservations in a recreated bucket")
 
     # Every step is a round trip: each ``_now`` form declines (Backend's "try
     # now, else await"), and the scheduler awaits the async form.
