@@ -37,8 +37,10 @@ Failure semantics (documented in docs/rate-limits.md):
 - Reconnecting is the Redis client's: every retry takes a fresh connection.
   A bucket that disappears while this process was using it (a restart
   without persistence, an eviction, FLUSHALL) is recreated full, not empty,
-  so the loss costs one burst's worth of waiting, not a new burst (requests
-  already queued when it was lost still go at their time, unknown to it).
+  so the loss costs one burst's worth of waiting, not a new burst. Requests
+  already queued when it was lost still go at their time: each process, the
+  first time it meets the new bucket (its epoch changed), puts its queued
+  reservations back in line, inside that same script.
 
 Needs the optional extra: ``pip install bitrix_results[redis]``. ``redis`` is
 imported only when a backend first talks to Redis, never at import time.
