@@ -19,8 +19,11 @@ client than an array of a dozen.
 Budget state (one hash per key, ``{prefix}:{c:credential}:budget:method``):
 ``tracked`` (absent, "0", "1"), ``total``, ``raw_reset``, ``reset_at``,
 ``reset_integral`` ("1"), ``cost_num``, ``cost_den``, ``pending``,
-``held_until``, ``probe`` and ``w`` ("1" while a caller waits for a change).
-Its flights (``...:flights:method``): ticket -> "units expires".
+``held_until`` and ``probe``. Its flights (``...:flights:method``): ticket ->
+"units expires". Its waiters (``...:waiters:method``): a list of "process-token
+ticket", one per caller refused until the key changes, in order; a settle pops
+one and wakes a caller of that process only (waking every process would send
+a round trip from each, all but one refused again).
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ local function load(key)
     reset_integral = s.reset_integral == '1',
     cost_num = opt(s.cost_num) or 0, cost_den = opt(s.cost_den) or 0,
     pending = opt(s.pending) or 0, held_until = opt(s.held_until),
-    probe = s.probe, w = s.w,
+    probe = s.probe,
   }
 end
 
@@ -79,7 +82,6 @@ local function save(key, st, ttl)
   if st.reset_integral then put('reset_integral', '1') end
   if st.held_until then put('held_until', fmt(st.held_until)) end
   if st.probe then put('probe', st.probe) end
-  if st.w then put('w', st.w) end
   redis.call('HSET', key, unpack(f))
   redis.call('PEXPIRE', key, ttl)
 end
@@ -155,8 +157,8 @@ end
 """
 )
 
-# KEYS: state1, flights1, state2, flights2, ...
-# ARGV: now, ticket, lease, limit, window, ttl ms, units1, units2, ...
+# KEYS: state1, flights1, waiters1, state2, flights2, waiters2, ...
+# ARGV: now, ticket, lease, limit, window, ttl ms, process token, units1, units2, ...
 # Returns, joined by |: {admitted "1"/"0", retry_at ("" = on a change), on_change "1"/"0",
 #          blocked key indexes "1,2", now, then 7 statistics per key}.
 ADMIT = (
@@ -165,13 +167,14 @@ ADMIT = (
 local now = clock(ARGV[1])
 local ticket, lease = ARGV[2], tonumber(ARGV[3])
 local limit, window, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local n = #KEYS / 2
+local n = #KEYS / 3
+local entry = ARGV[7] .. ' ' .. ticket
 local states, counts, inflights, verdicts, dirty = {}, {}, {}, {}, {}
 local admit = true
 for i = 1, n do
-  local st = load(KEYS[2 * i - 1])
-  local count, inflight, changed = flights(KEYS[2 * i], st, now)
-  local a, p, r, h, c = verdict(st, count, inflight, tonumber(ARGV[6 + i]), limit, window, now)
+  local st = load(KEYS[3 * i - 2])
+  local count, inflight, changed = flights(KEYS[3 * i - 1], st, now)
+  local a, p, r, h, c = verdict(st, count, inflight, tonumber(ARGV[7 + i]), limit, window, now)
   states[i], counts[i], inflights[i], dirty[i] = st, count, inflight, changed
   verdicts[i] = {a, p, r, h, c}
   admit = admit and a
@@ -179,11 +182,13 @@ end
 local out = {}
 if admit then
   for i = 1, n do
-    local units = tonumber(ARGV[6 + i])
-    redis.call('HSET', KEYS[2 * i], ticket, fmt(units) .. ' ' .. fmt(now + lease))
-    redis.call('PEXPIRE', KEYS[2 * i], ttl)
+    local units = tonumber(ARGV[7 + i])
+    redis.call('HSET', KEYS[3 * i - 1], ticket, fmt(units) .. ' ' .. fmt(now + lease))
+    redis.call('PEXPIRE', KEYS[3 * i - 1], ttl)
     inflights[i] = inflights[i] + units
     if verdicts[i][2] then states[i].probe = ticket; dirty[i] = true end
+    -- No longer waiting (woken by its own process, its entry is still queued).
+    redis.call('LREM', KEYS[3 * i], 1, entry)
   end
   out = {'1', fmt(now), '1', '', fmt(now)}
 else
@@ -195,24 +200,32 @@ else
       if v[3] and (retry == nil or v[3] < retry) then retry = v[3] end
       on_change = on_change and v[5]
       blocked[#blocked + 1] = tostring(i)
-      -- Someone waits for this key to change: its next settle publishes.
-      if v[5] and not st.w then st.w = '1'; dirty[i] = true end
+      -- This caller waits for the key to change: once in the queue, at its
+      -- end; a settle pops the first. Capped: a caller left out is still
+      -- woken by its process's admissions, or its periodic look.
+      if v[5] then
+        redis.call('LREM', KEYS[3 * i], 1, entry)
+        redis.call('RPUSH', KEYS[3 * i], entry)
+        redis.call('LTRIM', KEYS[3 * i], -1024, -1)
+        redis.call('PEXPIRE', KEYS[3 * i], ttl)
+      end
     end
   end
   out = {'0', fmt(retry), on_change and '1' or '0', table.concat(blocked, ','), fmt(now)}
 end
 for i = 1, n do
-  if dirty[i] then save(KEYS[2 * i - 1], states[i], ttl) end
+  if dirty[i] then save(KEYS[3 * i - 2], states[i], ttl) end
   stats(out, states[i], inflights[i])
 end
 return table.concat(out, '|')
 """
 )
 
-# KEYS: state1, flights1, ...
+# KEYS: state1, flights1, waiters1, ...
 # ARGV: now, ticket, kind, replayed, has time ("1"/""), operating, reset_at,
-#       start, finish, limit, window, ttl ms, channel, message prefix, units1, ...
-# Returns, joined by |: {now, then 7 statistics per key}.
+#       start, finish, limit, window, ttl ms, channel prefix, process token, units1, ...
+# Returns, joined by |: {now, then 7 statistics per key, then the indexes "1,2"
+#          of the keys whose popped waiter is the caller's own process}.
 SETTLE = (
     _BUDGET
     + """
@@ -292,14 +305,14 @@ local function hold_after_429(st)
   st.held_until = math.min(math.max(st.held_until or hold, hold), now + window)
 end
 
-local out = {fmt(now)}
-for i = 1, #KEYS / 2 do
+local out, own = {fmt(now)}, {}
+for i = 1, #KEYS / 3 do
   local units = tonumber(ARGV[14 + i])
-  local st = load(KEYS[2 * i - 1])
+  local st = load(KEYS[3 * i - 2])
   local was_probe = st.probe == ticket
   if was_probe then st.probe = nil end
-  redis.call('HDEL', KEYS[2 * i], ticket)
-  local _, inflight = flights(KEYS[2 * i], st, nil)
+  redis.call('HDEL', KEYS[3 * i - 1], ticket)
+  local _, inflight = flights(KEYS[3 * i - 1], st, nil)
   if kind == 'replied' then
     if not replayed then
       local informative = observe(st, units)
@@ -308,13 +321,21 @@ for i = 1, #KEYS / 2 do
   elseif kind == 'operating_limit' then
     hold_after_429(st)
   end
-  if st.w then
-    st.w = nil
-    redis.call('PUBLISH', ARGV[13], ARGV[14] .. KEYS[2 * i - 1])
+  -- One settle, one waiter woken (like backends.Waiters in one process): the
+  -- one it admits wakes the next of its own process.
+  local waiter = redis.call('LPOP', KEYS[3 * i])
+  if waiter then
+    local process = string.match(waiter, '^(%S+)')
+    if process == ARGV[14] then
+      own[#own + 1] = tostring(i)
+    else
+      redis.call('PUBLISH', ARGV[13] .. process, KEYS[3 * i - 2])
+    end
   end
-  save(KEYS[2 * i - 1], st, ttl)
+  save(KEYS[3 * i - 2], st, ttl)
   stats(out, st, inflight)
 end
+out[#out + 1] = table.concat(own, ',')
 return table.concat(out, '|')
 """
 )
@@ -345,8 +366,11 @@ return renewed
 # ARGV: op (reserve | limited | succeeded), capacity, nominal drain per second,
 #       now, ticket (limited only), decrease factor, floor factor, step,
 #       expected ("1": this process saw the bucket alive, so a missing key was
-#       evicted or lost in a restart: start it full rather than empty).
-# Returns, joined by |: {wait, level, effective drain, time used, "1" if found missing}.
+#       evicted or lost in a restart: start it full rather than empty), process
+#       token, the epoch this process last saw ("" = none), its reservations
+#       still waiting for their turn.
+# Returns, joined by |: {wait, level, effective drain, time used, "1" if found
+#          missing, epoch (who created this bucket when: changes when recreated)}.
 BUCKET = (
     _PRELUDE
     + """
@@ -354,11 +378,13 @@ local op = ARGV[1]
 local capacity = tonumber(ARGV[2])
 local nominal = tonumber(ARGV[3])
 local now = clock(ARGV[4])
-local s = redis.call('HMGET', KEYS[1], 'level', 'last', 'factor', 'decreased_at')
+local s = redis.call('HMGET', KEYS[1], 'level', 'last', 'factor', 'decreased_at', 'epoch')
 local lost = '0'
 local level = tonumber(s[1])
+local epoch = s[5]
 if level == nil then
   level = 0
+  epoch = ARGV[10] .. '@' .. fmt(now)
   if ARGV[9] == '1' then
     -- The bucket existed a moment ago: whatever it held is unknown, assume full
     -- (one burst's worth of waiting, not a new burst).
@@ -369,6 +395,14 @@ end
 local last = tonumber(s[2]) or now
 local factor = tonumber(s[3]) or 1
 local decreased_at = tonumber(s[4]) or -1
+-- A bucket recreated since this process last saw it: its reservations queued
+-- in the lost one still go at their time, so they take their places in the
+-- line again, once per process (before this call's own reservation).
+local known, mark = ARGV[11], 'requeued:' .. ARGV[10]
+if known ~= '' and known ~= epoch and redis.call('HEXISTS', KEYS[1], mark) == 0 then
+  level = level + tonumber(ARGV[12])
+  redis.call('HSET', KEYS[1], mark, '1')
+end
 -- A clock that steps back (another host's, with client time) must not refill.
 local t = math.max(now, last)
 local rate = nominal * factor
@@ -391,9 +425,9 @@ elseif op == 'succeeded' then
 end
 rate = nominal * factor
 redis.call('HSET', KEYS[1], 'level', fmt(level), 'last', fmt(t),
-           'factor', fmt(factor), 'decreased_at', fmt(decreased_at))
+           'factor', fmt(factor), 'decreased_at', fmt(decreased_at), 'epoch', epoch)
 -- Forget an idle bucket once it has drained (and a minute more).
 redis.call('PEXPIRE', KEYS[1], math.ceil((level / rate + 60) * 1000))
-return table.concat({fmt(wait), fmt(level), fmt(rate), fmt(t), lost}, '|')
+return table.concat({fmt(wait), fmt(level), fmt(rate), fmt(t), lost, epoch}, '|')
 """
 )

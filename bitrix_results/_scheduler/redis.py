@@ -14,9 +14,10 @@ atomic and costs one round trip:
 - **budget**: a hash per (credential, method) and a hash of the calls in
   flight, decided by the same rules as ``budget.py`` (the scripts are a port,
   checked against it by a differential test), also on the server's clock.
-- **wake-ups**: a refused caller marks the key; the settle that changes it
-  publishes on one channel, and every process wakes its first waiter for that
-  key. Nobody polls.
+- **wake-ups**: a refused caller queues its process's token on the key; the
+  settle that changes it pops one token and publishes on that process's own
+  channel, so one settle wakes one caller across all processes (as one
+  process's ``backends.Waiters`` would), not one in every process. Nobody polls.
 - **leases**: a call in flight is registered with a short lease (a tenth of
   the operating window, at most 10 s) that a heartbeat renews while it runs.
   A worker that dies stops renewing, and its calls stop counting within one
@@ -36,8 +37,10 @@ Failure semantics (documented in docs/rate-limits.md):
 - Reconnecting is the Redis client's: every retry takes a fresh connection.
   A bucket that disappears while this process was using it (a restart
   without persistence, an eviction, FLUSHALL) is recreated full, not empty,
-  so the loss costs one burst's worth of waiting, not a new burst (requests
-  already queued when it was lost still go at their time, unknown to it).
+  so the loss costs one burst's worth of waiting, not a new burst. Requests
+  already queued when it was lost still go at their time: each process, the
+  first time it meets the new bucket (its epoch changed), puts its queued
+  reservations back in line, inside that same script.
 
 Needs the optional extra: ``pip install bitrix_results[redis]``. ``redis`` is
 imported only when a backend first talks to Redis, never at import time.
@@ -231,6 +234,10 @@ class _Loop:
         self.node_client: Any = None
         #: portal -> loop time until which this process expects the bucket to exist.
         self.bucket_alive: dict[str, float] = {}
+        #: portal -> the bucket's epoch last seen (it changes when recreated).
+        self.bucket_epoch: dict[str, str] = {}
+        #: portal -> this loop's reservations waiting for their turn (not sent yet).
+        self.queued: dict[str, int] = {}
         #: True while a streak of bookkeeping failures is being logged.
         self.failing = False
         #: The clock of the calls in flight (the heartbeat's, without server time).
@@ -327,10 +334,11 @@ class RedisBackend:
         self._command_timeout = command_timeout
         self._share = fallback_share
         self._fallback_backend = MemoryBackend() if fallback_share is not None else None
-        self._channel = f"{prefix}:wake"
-        # Names this process in its own notifications, which it skips (it wakes
-        # its own waiters directly).
+        # Names this process in the keys' waiter queues; its wake-ups come on
+        # its own channel (a settle of its own wakes its waiter directly).
         self._token = uuid.uuid4().hex[:12]
+        self._channel_prefix = f"{prefix}:wake:"
+        self._channel = self._channel_prefix + self._token
         self._buckets: dict[str, BucketStatistics] = {}
         #: The last reply's statistics fields per key, and the shift onto our clock.
         self._budgets: dict[BudgetKey, tuple[tuple[str, ...], float]] = {}
@@ -552,6 +560,9 @@ class RedisBackend:
             repr(RATE_FLOOR),
             repr(RATE_STEP),
             "1" if alive else "0",
+            self._token,
+            state.bucket_epoch.get(portal, ""),
+            str(state.queued.get(portal, 0)),
         ]
         raw = await self._call(
             state, lambda: state.bucket(keys=[self._bucket_key(portal)], args=args), patient=patient
@@ -567,6 +578,9 @@ class RedisBackend:
         # The script keeps an idle bucket for level / rate + 60 s; a second's
         # margin for the clocks, then a missing key is no longer a surprise.
         state.bucket_alive[portal] = loop.time() + level / rate + 59.0
+        # A recreated bucket has a new epoch: the script puts this process's
+        # queued reservations back in line when it first meets it.
+        state.bucket_epoch[portal] = reply[5]
         self._buckets[portal] = BucketStatistics(
             portal=portal,
             level=level,
@@ -617,7 +631,13 @@ class RedisBackend:
                 local = self._enter_fallback(state, exc)
             else:
                 # The slot is ours already; we only wait for our turn to use it.
-                await clock.sleep(wait)
+                if wait > 0:
+                    queued = state.queued
+                    queued[portal] = queued.get(portal, 0) + 1
+                    try:
+                        await clock.sleep(wait)
+                    finally:
+                        queued[portal] -= 1
                 stats = self._buckets[portal]
                 return Reservation(
                     waited=wait, reserved_at=at, drain_per_second=stats.drain_per_second
@@ -670,12 +690,12 @@ class RedisBackend:
 
     # -- budget ---------------------------------------------------------------------
 
-    def _budget_names(self, key: BudgetKey) -> tuple[str, str]:
+    def _budget_names(self, key: BudgetKey) -> tuple[str, str, str]:
         credential, method = key
         # One hash tag per credential: a batch's keys (one credential, several
         # methods) share a slot, so one script may touch them all on a cluster.
         base = f"{self._prefix}:{{c:{credential}}}"
-        return f"{base}:budget:{method}", f"{base}:flights:{method}"
+        return f"{base}:budget:{method}", f"{base}:flights:{method}", f"{base}:waiters:{method}"
 
     def _lease_for(self, rules: BudgetRules) -> float:
         if self._lease is not None:
@@ -685,9 +705,9 @@ class RedisBackend:
     def _script_keys(self, state: _Loop, keys: Sequence[tuple[BudgetKey, int]]) -> list[str]:
         names: list[str] = []
         for key, _ in keys:
-            budget, flights = self._budget_names(key)
+            budget, flights, waiters = self._budget_names(key)
             state.names[budget] = key
-            names += (budget, flights)
+            names += (budget, flights, waiters)
         return names
 
     def _ttl_ms(self, rules: BudgetRules, lease: float) -> str:
@@ -731,6 +751,7 @@ class RedisBackend:
             repr(rules.limit),
             repr(rules.window),
             self._ttl_ms(rules, lease),
+            self._token,
             *(str(units) for _, units in keys),
         ]
         try:
@@ -841,8 +862,8 @@ class RedisBackend:
             repr(rules.limit),
             repr(rules.window),
             self._ttl_ms(rules, lease),
-            self._channel,
-            f"{self._token} ",
+            self._channel_prefix,
+            self._token,
             *(str(units) for _, units in keys),
         ]
         try:
@@ -852,11 +873,16 @@ class RedisBackend:
             )
         except _Unavailable as exc:
             self._failed_after_reply(state, "a call's outcome", exc)
+            # No waiter was popped: our own look again at once.
+            for key, _ in keys:
+                state.wakeups.wake_one(key)
         else:
-            self._learn_stats(keys, _text(raw).split("|"), 1, clock)
-        # Our own waiters look at once (other processes are told by the script).
-        for key, _ in keys:
-            state.wakeups.wake_one(key)
+            reply = _text(raw).split("|")
+            self._learn_stats(keys, reply, 1, clock)
+            # The script woke another process's waiter, or names ours to wake.
+            for i in reply[-1].split(","):
+                if i:
+                    state.wakeups.notify(keys[int(i) - 1][0])
 
     def budget_statistics(self, key: BudgetKey) -> BudgetStatistics | None:
         seen = self._budgets.get(key)
@@ -882,7 +908,7 @@ class RedisBackend:
         self, state: _Loop, ticket: str, names: Sequence[str], lease: float, clock: Clock
     ) -> None:
         groups: dict[str, list[str]] = {}
-        for flights in names[1::2]:
+        for flights in names[1::3]:
             groups.setdefault(_tag(flights), []).append(flights)
         state.flights[ticket] = _Flight(groups, lease)
         state.clock = clock
@@ -960,10 +986,7 @@ class RedisBackend:
             if message is None:
                 state.wakeups.wake_heads()
                 continue
-            sender, _, name = _text(message.get("data")).partition(" ")
-            if sender == self._token:
-                continue  # our own settle woke our waiters already
-            key = state.names.get(name)
+            key = state.names.get(_text(message.get("data")))
             if key is not None:
                 state.wakeups.notify(key)
 

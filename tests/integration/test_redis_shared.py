@@ -96,6 +96,44 @@ async def test_a_waiter_is_woken_by_another_processes_settle(redis_server: Redis
         assert await asyncio.wait_for(waiting, 2.0) == key
 
 
+async def test_one_settle_wakes_one_waiter_across_processes(redis_server: RedisServer):
+    """A settle wakes the first queued waiter, not one in every process.
+
+    Waking one per process sent a round trip from each, all but one refused
+    again (the operating-bound benchmark's extra CPU).
+    """
+    from bitrix_results._scheduler.budget import Settlement
+
+    rules = BudgetRules.from_limits(Limits.standard())
+    key = ("cred", "tasks.task.result.add")
+    clock = SystemClock()
+    async with (
+        RedisBackend.from_url(redis_server.url) as first,
+        RedisBackend.from_url(redis_server.url) as second,
+        RedisBackend.from_url(redis_server.url) as third,
+    ):
+        assert (await first.admit("probe", [(key, 1)], rules, clock)).admitted
+
+        async def queue(backend: RedisBackend, ticket: str) -> asyncio.Future[object]:
+            refused = await backend.admit(ticket, [(key, 1)], rules, clock)
+            assert await backend.wait_budget(refused, clock) is None  # subscribed
+            refused = await backend.admit(ticket, [(key, 1)], rules, clock)
+            assert not refused.admitted
+            return asyncio.ensure_future(backend.wait_budget(refused, clock))
+
+        second_waits = await queue(second, "s")
+        third_waits = await queue(third, "t")
+        await first.settle("probe", [(key, 1)], Settlement("failed"), rules, clock)
+        assert await asyncio.wait_for(second_waits, 2.0) == key
+        # The other waiter sleeps on (until a settle, or its lease-long look).
+        await asyncio.sleep(0.3)
+        assert not third_waits.done()
+        # The woken caller goes (the probe) and its settle wakes the next.
+        assert (await second.admit("s", [(key, 1)], rules, clock)).admitted
+        await second.settle("s", [(key, 1)], Settlement("failed"), rules, clock)
+        assert await asyncio.wait_for(third_waits, 2.0) == key
+
+
 async def test_egress_addresses_get_separate_buckets(redis_server: RedisServer):
     from bitrix_results._scheduler import BucketConfig
 

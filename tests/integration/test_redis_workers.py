@@ -142,10 +142,11 @@ async def test_redis_restarted_the_job_completes(make_fake_portal, redis_factory
     assert errors == Counter()
     assert stats.results_created == 1200
     assert running.portal.ledger.duplicates() == 0
-    # The lost bucket was recreated full, so no new burst followed the restart.
-    # Reservations already queued when Redis lost them are not in the new
-    # bucket: at most those (16 per worker) may collide, and were retried.
-    assert stats.rate_limited <= 4 * 16
+    # The lost bucket was recreated full, so no new burst followed the restart,
+    # and each worker put its reservations still queued back in line. Four
+    # processes reconnecting at once on two shared cores still jitter: 0-11
+    # in 12 runs (0-28 before the requeue); retried, and bounded here.
+    assert stats.rate_limited <= 4 * 8
 
 
 async def test_a_killed_worker_does_not_stall_the_others(
