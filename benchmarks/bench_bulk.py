@@ -1,4 +1,4 @@
-"""Bulk add and bulk read against the SPEC §4 bound, and a bounded-memory stream (issue 5).
+"""Bulk add and bulk read against the design §4 bound, and a bounded-memory stream (issue 5).
 
 (a) ``client.bulk_add`` of N items, single and batch mode, bucket- and operating-bound,
     against the fake portal served from a thread: achieved seconds, the bound from

@@ -1,4 +1,4 @@
-"""Single-call throughput against the SPEC §4 bound (issue 4, SPEC §2 guarantee 2).
+"""Single-call throughput against the design §4 bound (issue 4, design §2 guarantee 2).
 
 N concurrent ``client.add`` calls (``asyncio.gather``) against the fake portal served
 from a thread of this process, for plans standard and enterprise, in two regimes:

@@ -1,12 +1,12 @@
-"""The theoretical bound (SPEC §4): when would an ideal client finish?
+"""The theoretical bound (design §4): when would an ideal client finish?
 
 The ideal client knows the portal's rules and costs exactly and sends each
 request at the first instant the portal would admit it, with zero latency.
 :func:`ideal_finish_time` simulates it against the portal's own rules:
 
-- bucket (facts §1): a request is admitted when ``level + 1 <= X``; the level
+- bucket (api-facts §1): a request is admitted when ``level + 1 <= X``; the level
   drains continuously at ``Y`` per second; each request adds 1 (a batch is one);
-- operating budget (facts §2.2): a call is admitted when the method's total in
+- operating budget (api-facts §2.2): a call is admitted when the method's total in
   the window is ``<= L`` (checked before the call, so the call that crosses the
   limit still runs); each call adds its cost to the current basket, which opens
   at the first call that finds none open, is ``W / 10`` wide, and expires ``W``

@@ -1,4 +1,4 @@
-"""Input checks that run before anything is sent (SPEC §2.6).
+"""Input checks that run before anything is sent (design §2.6).
 
 Each raises :class:`~bitrix_results.errors.InvalidInputError` naming the field.
 Bulk import runs the same checks per item so one bad item fails alone.
@@ -26,7 +26,7 @@ __all__ = [
     "text",
 ]
 
-# Idempotency keys: 1-255 printable ASCII characters (facts §4.1).
+# Idempotency keys: 1-255 printable ASCII characters (api-facts §4.1).
 _KEY_MAX = 255
 #: Ids and counts must stay below this: the portal stores ids as signed 64-bit
 #: integers, and so does a bulk job's journal (SQLite INTEGER). A larger value

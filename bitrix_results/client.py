@@ -67,19 +67,19 @@ ADD_FROM_COMMENT = "tasks.task.result.addFromComment"
 DELETE_FROM_COMMENT = "tasks.task.result.deleteFromComment"
 CHAT_SEND = "tasks.task.chat.message.send"
 
-# Sortable fields of tasks.task.result.list v3 (facts §5.6).
+# Sortable fields of tasks.task.result.list v3 (api-facts §5.6).
 _ORDER_FIELDS = ("id", "authorId", "createdAt", "updatedAt", "status", "messageId")
 _DIRECTIONS = ("ASC", "DESC")
 _STATUSES = ("open", "closed")
 # Page size for iter_results. The docs give no default or maximum for this method
-# (facts §4.3, §5.6); 50 is the page size documented across the REST API.
+# (api-facts §4.3, §5.6); 50 is the page size documented across the REST API.
 DEFAULT_PAGE_SIZE = 50
 # Last segments of REST v2 method names that only read (for ``call``'s retry class).
 _READ_VERBS = frozenset({"list", "get", "fields", "getlist", "getfields"})
 
 
 def new_idempotency_key() -> str:
-    """A fresh key for one logical write; retries of that write reuse it (facts §4.1)."""
+    """A fresh key for one logical write; retries of that write reuse it (api-facts §4.1)."""
     # 128 random bits from the OS (uuid4 has 122), at about a third of
     # uuid4().hex's cost (hot path: one key per add). Random, not a counter, so
     # keys stay unique across processes, forks and runs. Same "br-" + 32 hex form.

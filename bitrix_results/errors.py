@@ -360,7 +360,7 @@ class AuthError(PortalError):
 
 
 class ExpiredTokenError(AuthError):
-    """401 ``expired_token``: the OAuth access token must be refreshed (§7).
+    """401 ``expired_token``: the OAuth access token must be refreshed (api-facts §7).
 
     An OAuth client refreshes and repeats the call itself; a webhook client never
     sees it.
@@ -398,7 +398,7 @@ class InvalidRequestError(PortalError):
 
 
 class IdempotencyKeyError(PortalError):
-    """The Idempotency-Key was reused with another body, or is malformed (§4.1).
+    """The Idempotency-Key was reused with another body, or is malformed (api-facts §4.1).
 
     Nothing was executed for this body. The key already names another write: use a
     fresh key for a different result.
@@ -430,7 +430,7 @@ class ServerError(PortalError):
 
 _V3 = "BITRIX_REST_V3_EXCEPTION_"
 
-# The one table from error code to class (facts §4.2 and §6). Codes are matched
+# The one table from error code to class (api-facts §4.2 and §6). Codes are matched
 # exactly; REST 3.0 codes are also matched by suffix after the common prefix so a
 # new ``VALIDATION_*`` variant still lands on the right branch.
 _BY_CODE: dict[str, type[PortalError]] = {
@@ -460,7 +460,7 @@ _BY_CODE: dict[str, type[PortalError]] = {
     "ERROR_BATCH_METHOD_NOT_ALLOWED": BatchError,
     "INTERNAL_SERVER_ERROR": ServerError,
     "ERROR_UNEXPECTED_ANSWER": ServerError,
-    # REST v2 task methods answer with numeric codes: "100" is a type error (§5.6-5.8).
+    # REST v2 task methods answer with numeric codes: "100" is a type error (api-facts §5.6-5.8).
     "100": InvalidRequestError,
     _V3 + "ACCESSDENIEDEXCEPTION": AccessDeniedError,
     _V3 + "INSUFFICIENTSCOPEEXCEPTION": InvalidCredentialsError,
@@ -470,7 +470,7 @@ _BY_CODE: dict[str, type[PortalError]] = {
     _V3 + "INVALIDIDEMPOTENCYKEYEXCEPTION": IdempotencyKeyError,
 }
 
-# Fallback when the code is unknown: the HTTP status (facts §6, "classify by code
+# Fallback when the code is unknown: the HTTP status (api-facts §6, "classify by code
 # first and fall back to the status").
 _BY_STATUS: dict[int, type[PortalError]] = {
     400: InvalidRequestError,
@@ -489,11 +489,12 @@ def _class_for(code: str, status: int, message: str) -> type[PortalError]:
         return cls
     if code.startswith(_V3):
         # Every other REST 3.0 exception is a refusal of the request's shape
-        # (validation, filter, order, pagination, select, JSON; §4.2).
+        # (validation, filter, order, pagination, select, JSON; api-facts §4.2).
         return InvalidRequestError
     if code == "0":
         # REST v2 task methods reuse "0" for several meanings; the text tells them
-        # apart (§5.6-5.8: "Access denied.", "Comment not found.", "Result already exists.").
+        # apart (api-facts §5.6-5.8: "Access denied.", "Comment not found.",
+        # "Result already exists.").
         lowered = message.lower()
         if "access denied" in lowered:
             return AccessDeniedError

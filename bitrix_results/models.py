@@ -5,8 +5,8 @@ Every shape the portal sends or receives lives here. Field names follow the API
 are ignored so a portal that grows new fields does not break old clients. The same
 goes for values: an enum value we do not know yet (a new ``status``) is kept as a
 plain string, and a field the portal did not send is ``None``, never a made-up value.
-Sources: ``reference/bitrix24-api-facts.md`` §2.1 (``time``), §4.2 (envelopes),
-§5.1 (result items).
+Sources: ``docs/api-facts.md`` api-facts §2.1 (``time``), api-facts §4.2 (envelopes),
+api-facts §5.1 (result items).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class _Wire(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
 
 
 class ResultRights(_Wire, frozen=True, kw_only=True):
-    """What the calling user may do with a result (§5.1 ``rights``)."""
+    """What the calling user may do with a result (api-facts §5.1 ``rights``)."""
 
     #: The user may change the result's text (`ResultsClient.update`).
     edit: bool = False
@@ -62,7 +62,7 @@ class ResultRights(_Wire, frozen=True, kw_only=True):
 
 
 class TaskResult(_Wire, frozen=True, kw_only=True):
-    """A task result as REST 3.0 returns it (§5.1 "v3 item").
+    """A task result as REST 3.0 returns it (api-facts §5.1 "v3 item").
 
     ``id``, ``task_id`` and ``text`` are what makes a result; every other field is
     ``None`` when the portal did not send it. ``status`` is ``"open"`` or
@@ -92,10 +92,10 @@ class TaskResult(_Wire, frozen=True, kw_only=True):
 
 
 class LegacyTaskResult(_Wire, frozen=True, kw_only=True):
-    """A task result as the older REST v2 methods return it (§5.1 "v2 item").
+    """A task result as the older REST v2 methods return it (api-facts §5.1 "v2 item").
 
     ``status`` is numeric here (0 open, 1 closed) and ``files`` is null in the
-    ``addFromComment`` response (§5.7). A field the portal did not send is ``None``.
+    ``addFromComment`` response (api-facts §5.7). A field the portal did not send is ``None``.
     """
 
     #: The result's id.
@@ -126,11 +126,11 @@ class LegacyTaskResult(_Wire, frozen=True, kw_only=True):
 
 
 class ResponseTime(msgspec.Struct, frozen=True, kw_only=True):
-    """The ``time`` block of a successful response (§2.1).
+    """The ``time`` block of a successful response (api-facts §2.1).
 
     ``operating`` is the method's running total over the window, already summed
     by the portal; ``operating_reset_at`` is when the oldest one-minute basket
-    expires. Both are optional: self-hosted portals omit them (§2.1, b24jssdk
+    expires. Both are optional: self-hosted portals omit them (api-facts §2.1, b24jssdk
     issue 459). ``operating_reset_at`` is an int from a real portal and may be a
     fraction from a time-compressed fake one, so it is read as a float.
 
@@ -158,7 +158,10 @@ class ResponseTime(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ValidationDetail(msgspec.Struct, frozen=True):
-    """One entry of a REST 3.0 ``error.validation`` list (§4.2); ``field`` may be absent."""
+    """One entry of a REST 3.0 ``error.validation`` list (api-facts §4.2).
+
+    ``field`` may be absent.
+    """
 
     #: What is wrong.
     message: str
@@ -202,7 +205,7 @@ class Envelope(msgspec.Struct, frozen=True):
     """Any REST response body: ``result`` + ``time`` on success, ``error`` on failure.
 
     ``result`` stays raw so each method decodes only the shape it expects, with a
-    decoder built once. ``error`` is a string in v2 and an object in v3 (§4.2, §6).
+    decoder built once. ``error`` is a string in v2 and an object in v3 (api-facts §4.2, §6).
     """
 
     result: msgspec.Raw = msgspec.Raw(b"null")
@@ -224,7 +227,7 @@ class BoolBody(msgspec.Struct, frozen=True):
 
 
 class OAuthTokens(msgspec.Struct, frozen=True, kw_only=True):
-    """The token endpoint's answer (§7). ``refresh_token`` rotates on every refresh."""
+    """The token endpoint's answer (api-facts §7). ``refresh_token`` rotates on every refresh."""
 
     #: The new access token (a secret).
     access_token: str
@@ -243,5 +246,5 @@ class OAuthTokens(msgspec.Struct, frozen=True, kw_only=True):
     user_id: int | None = None
 
     def __repr__(self) -> str:
-        # Tokens never reach a repr (SPEC §2.7).
+        # Tokens never reach a repr (design §2.7).
         return f"OAuthTokens(client_endpoint={self.client_endpoint!r}, user_id={self.user_id!r})"

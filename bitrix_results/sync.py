@@ -4,7 +4,7 @@ Every blocking client in a process runs its async client on ONE shared event
 loop, in a daemon thread started on first use. Sharing the loop means sharing
 the in-memory scheduler state, so any number of blocking clients in one process
 (one per thread, one per job) pace themselves against one leaky bucket per
-portal and one budget per method, as the portal counts them (SPEC §2.1). The
+portal and one budget per method, as the portal counts them (design §2.1). The
 thread is a daemon: a client that is never closed does not keep the interpreter
 alive, and it is closed for you, quietly: when it is garbage-collected, or at
 interpreter exit (before the loop thread stops), so aiohttp never has to warn

@@ -1,6 +1,6 @@
 """Pacing to the portal's limits: leaky bucket, operating budget, retry safety, backends.
 
-- ``limits.py``: :class:`Limits`, the portal's numbers (facts §1, §2).
+- ``limits.py``: :class:`Limits`, the portal's numbers (api-facts §1, §2).
 - ``bucket.py``: the leaky bucket on aiolimiter, 503 reaction (AIMD).
 - ``budget.py``: the operating budget per (credential, method), pure logic.
 - ``retry.py``: which failures are safe to retry; :class:`RetryPolicy`.

@@ -1,8 +1,8 @@
 """Where the limits' state lives: one process (memory) or many (Redis, ``redis.py``).
 
 The leaky bucket is per portal and source address, shared by every application
-on the host (facts §1); the operating budget is per method and credential
-(facts §2.2). So the state must outlive one client: two clients of one portal
+on the host (api-facts §1); the operating budget is per method and credential
+(api-facts §2.2). So the state must outlive one client: two clients of one portal
 in one process share the process-wide :func:`default_backend`, and worker
 processes share a :class:`~bitrix_results._scheduler.redis.RedisBackend`.
 

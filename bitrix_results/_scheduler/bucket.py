@@ -2,7 +2,7 @@
 
 The portal counts every HTTP request (a batch is one) per portal and source
 address; above ``X`` outstanding it refuses with 503 ``QUERY_LIMIT_EXCEEDED``,
-and ``Y`` drain each second (facts §1: X=50, Y=2; Enterprise 250 and 5). We
+and ``Y`` drain each second (api-facts §1: X=50, Y=2; Enterprise 250 and 5). We
 keep our own copy of that counter and *reserve* a slot before every send, so
 no number of concurrent callers can burst past it: aiolimiter's
 ``acquire()`` admits when ``level + 1 <= capacity`` and queues everyone else
@@ -33,7 +33,7 @@ __all__ = [
 #: Requests of the portal's burst we never use. Two, because our count and the
 #: portal's drift apart: requests paced 1/Y apart at send time can arrive closer
 #: together (network jitter moves a request's arrival by up to a drain interval),
-#: and the portal may drain in steps rather than continuously (facts §1 only says
+#: and the portal may drain in steps rather than continuously (api-facts §1 only says
 #: "falls by Y every second"). It costs 2/Y seconds once per run (1 s at 2/s).
 DEFAULT_HEADROOM = 2
 
@@ -123,7 +123,7 @@ class MemoryBucket(AsyncLimiter):
         )
 
     async def reserve(self) -> Reservation:
-        """Take one slot, waiting in line for it; a batch is one request (facts §1)."""
+        """Take one slot, waiting in line for it; a batch is one request (api-facts §1)."""
         fast = self.try_reserve()
         if fast is not None:
             return fast

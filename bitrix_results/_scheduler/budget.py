@@ -5,8 +5,8 @@ ten one-minute baskets; a basket expires ``W`` after its first call and
 ``time.operating_reset_at`` is when the oldest one does. Before each call the
 portal compares the running total with the limit ``L``: at or below it the call
 runs (even if it crosses), above it the call gets 429 ``OPERATION_TIME_LIMIT``
-(facts §2.2). ``time.operating`` is already that running total (facts §2.1,
-peers §0): it is *remembered*, never summed.
+(api-facts §2.2). ``time.operating`` is already that running total (api-facts §2.1,
+design §7.1): it is *remembered*, never summed.
 
 This module is pure state and arithmetic, shared by the memory and the Redis
 backend: :class:`KeyState` is what we know about one key, :func:`try_admit`
@@ -50,7 +50,7 @@ __all__ = [
     "try_admit",
 ]
 
-#: (credential fingerprint, REST method): the portal's budget key (facts §2.2,
+#: (credential fingerprint, REST method): the portal's budget key (api-facts §2.2,
 #: "per method, separately for each application or webhook").
 BudgetKey = tuple[str, str]
 
@@ -82,13 +82,13 @@ class BudgetRules:
 
     @property
     def basket(self) -> float:
-        """One basket, ``W / 10`` (facts §2.2: ten one-minute baskets per window)."""
+        """One basket, ``W / 10`` (api-facts §2.2: ten one-minute baskets per window)."""
         return self.window / 10
 
     def slack(self, integral: bool) -> float:
         """How long after a reported reset we wait before probing.
 
-        A real portal sends ``operating_reset_at`` as an int (facts §2.1) that may
+        A real portal sends ``operating_reset_at`` as an int (api-facts §2.1) that may
         be rounded either way, so an integral value gets a whole second more; on
         top, a thousandth of the window (0.6 s of a 600 s window) for clock jitter.
         """
@@ -110,7 +110,7 @@ class KeyState(msgspec.Struct, kw_only=True):
     """Everything known about one budget key. Mutable; owned by a backend."""
 
     #: None: no reply yet. False: replies carry no ``operating`` (self-hosted
-    #: portals, facts §2.1), so only 429 is reacted to. True: budgeted.
+    #: portals, api-facts §2.1), so only 429 is reacted to. True: budgeted.
     tracked: bool | None = None
     #: The latest running total reported by the portal (the highest of the
     #: current basket generation: replies can arrive out of order).
@@ -178,7 +178,7 @@ class Settlement(msgspec.Struct, frozen=True, gc=False):
     kind: Literal["replied", "failed", "operating_limit"]
     time: ResponseTime | None = None
     #: A replay of a stored Idempotency-Key response: its time block is the
-    #: original's and it cost nothing now (facts §4.1).
+    #: original's and it cost nothing now (api-facts §4.1).
     replayed: bool = False
 
 
@@ -269,7 +269,7 @@ def _verdict(state: KeyState, units: int, rules: BudgetRules, now: float) -> _Ve
     cost = state.cost_bound
     if cost is None:
         # Total known, cost not yet: one call at a time. With nothing in flight
-        # our total is exact, and the portal admits at total <= L (facts §2.2).
+        # our total is exact, and the portal admits at total <= L (api-facts §2.2).
         if state.flights:
             return _REFUSE
         if total <= rules.limit:
@@ -331,7 +331,7 @@ def settle(
 
 
 def _hold_after_429(state: KeyState, rules: BudgetRules, now: float) -> None:
-    # facts §2.2: time the retry from operating_reset_at of the last successful
+    # api-facts §2.2: time the retry from operating_reset_at of the last successful
     # response (429 bodies carry no time); unknown or already past: one basket.
     hold = now + rules.basket
     if state.reset_at is not None:
@@ -386,7 +386,7 @@ def _observe(
     """Learn from a reply's time block; False when the reply was stale."""
     operating = None if time is None else _finite(time.operating)
     if time is None or operating is None or operating < 0:
-        # Self-hosted portals may omit the counters (facts §2.1, b24jssdk #459).
+        # Self-hosted portals may omit the counters (api-facts §2.1, b24jssdk #459).
         # A total that is no number of seconds (NaN, infinite, negative) is no
         # total either: the time block is advisory, so learn nothing from it.
         if state.tracked is None:

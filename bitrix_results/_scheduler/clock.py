@@ -1,7 +1,7 @@
 """The scheduler's view of time: wall time, loop time and sleeping, injectable.
 
 Two clocks matter. The portal speaks *wall* time (``time.operating_reset_at``
-is a Unix timestamp, facts §2.1), so budget holds are computed with
+is a Unix timestamp, api-facts §2.1), so budget holds are computed with
 :meth:`Clock.time`. Pacing speaks *loop* time: aiolimiter reads
 ``loop.time()`` (the leaky bucket), and so do asyncio timeouts, so
 :meth:`Clock.monotonic` must be the running event loop's clock. Tests swap in

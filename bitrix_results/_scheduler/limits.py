@@ -10,7 +10,7 @@ __all__ = ["Limits"]
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """The two limits a cloud portal enforces (facts §1 and §2).
+    """The two limits a cloud portal enforces (api-facts §1 and §2).
 
     ``burst`` and ``drain_per_second`` are the leaky bucket's X and Y: a request
     is refused with 503 once more than X are outstanding, and Y drain each
@@ -48,7 +48,9 @@ class Limits:
 
     @classmethod
     def standard(cls) -> Limits:
-        """Every plan but Enterprise: burst 50, drain 2/s (facts §1); 480 s per 600 s (§2.2).
+        """Every plan but Enterprise: burst 50, drain 2/s (api-facts §1).
+
+        The operating budget is 480 s per 600 s (api-facts §2.2).
 
         Returns:
             The limits of a standard cloud portal (the default).
@@ -57,7 +59,9 @@ class Limits:
 
     @classmethod
     def enterprise(cls) -> Limits:
-        """Enterprise: burst 250, drain 5/s (facts §1); the same operating budget (§2.2).
+        """Enterprise: burst 250, drain 5/s (api-facts §1).
+
+        The operating budget is the same as on every plan (api-facts §2.2).
 
         Returns:
             The limits of an Enterprise cloud portal.

@@ -1,6 +1,6 @@
 """Retry safety, in one place: which failures may be sent again, and how long to wait.
 
-Every failure is one of three kinds (SPEC §2.4):
+Every failure is one of three kinds (design §2.4):
 
 - **safe**: the portal refused before executing (503 ``QUERY_LIMIT_EXCEEDED``,
   429 ``OPERATION_TIME_LIMIT``, 401 ``expired_token``) or the request never
@@ -8,7 +8,7 @@ Every failure is one of three kinds (SPEC §2.4):
 - **ambiguous**: the request was sent and may have executed (timeout, the
   connection dropped after sending, a 5xx, a non-JSON body with a 5xx status).
   Retried only for reads and for REST 3.0 writes with an ``Idempotency-Key``
-  (the same call object, so the same key, and the portal replays, facts §4.1).
+  (the same call object, so the same key, and the portal replays, api-facts §4.1).
   A write no key protects raises :class:`~bitrix_results.errors.OutcomeUnknownError`.
 - **fatal**: everything else (validation, permission, not found, idempotency
   key errors, other auth errors, service blocked). Raised as is, never retried.
@@ -16,9 +16,9 @@ Every failure is one of three kinds (SPEC §2.4):
 Two refinements need the call, not just the error (:func:`classify_call`):
 
 - A 429 on a *write batch* is ambiguous, not safe: the portal may refuse the
-  Nth command after running the first N-1 and keep them (SPEC §3: a failing
+  Nth command after running the first N-1 and keep them (design §3: a failing
   command may leave earlier commands executed). A 503 stays safe: the bucket
-  refuses the whole request before any command runs (facts §1).
+  refuses the whole request before any command runs (api-facts §1).
 - Once any attempt of a write was ambiguous, every later way of giving up
   (a fatal error, exhausted retries, a failed token refresh) raises
   :class:`~bitrix_results.errors.OutcomeUnknownError` (:func:`outcome_unknown_after`):
@@ -84,7 +84,7 @@ def classify(exc: BaseException) -> Safety:
         return Safety.AMBIGUOUS
     if isinstance(exc, DecodeError) and exc.status >= 500:
         # An HTML error page from a proxy or the portal's front end: the call
-        # may have run behind it (facts §6, non-JSON bodies).
+        # may have run behind it (api-facts §6, non-JSON bodies).
         return Safety.AMBIGUOUS
     return Safety.FATAL
 
@@ -102,7 +102,7 @@ def classify_call(exc: BaseException, call: Call) -> Safety:
 
     :func:`classify`, except that a 429 on a batch that writes is ambiguous:
     the operating limit can refuse a command in the middle of the batch after
-    the earlier ones ran, and the portal may keep them (SPEC §3). Re-sending
+    the earlier ones ran, and the portal may keep them (design §3). Re-sending
     the batch would create them again. A read batch may be re-read, and a 503
     or an expired token refuses the whole request before anything runs.
     """

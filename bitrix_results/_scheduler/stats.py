@@ -71,9 +71,9 @@ class SchedulerStatistics:
     #: Retries by reason: rate_limit, operating_limit, expired_token, connect,
     #: timeout, connection_lost, server_error, decode_error.
     retries: Mapping[str, int] = field(default_factory=_frozen_map)
-    #: 503 QUERY_LIMIT_EXCEEDED responses seen (facts §1).
+    #: 503 QUERY_LIMIT_EXCEEDED responses seen (api-facts §1).
     rate_limit_hits: int = 0
-    #: 429 OPERATION_TIME_LIMIT responses seen (facts §2.2).
+    #: 429 OPERATION_TIME_LIMIT responses seen (api-facts §2.2).
     operating_limit_hits: int = 0
     #: Calls currently inside ``execute`` past admission.
     in_flight: int = 0

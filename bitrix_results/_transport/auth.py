@@ -26,10 +26,10 @@ __all__ = ["Auth", "OAuthAuth", "TokenCallback", "WebhookAuth"]
 logger = logging.getLogger("bitrix_results")
 
 #: Called with the new tokens after every refresh, so the caller can store the
-#: rotated refresh token (facts §7: "store it in place of the old one").
+#: rotated refresh token (api-facts §7: "store it in place of the old one").
 TokenCallback = Callable[[OAuthTokens], Awaitable[None] | None]
 
-# The OAuth server (facts §7): client_secret is sent only here, never to the portal.
+# The OAuth server (api-facts §7): client_secret is sent only here, never to the portal.
 DEFAULT_TOKEN_URL = "https://oauth.bitrix.info/oauth/token/"
 
 _tokens_decoder = msgspec.json.Decoder(OAuthTokens)
@@ -97,7 +97,7 @@ class WebhookAuth(Auth):
 
 
 class OAuthAuth(Auth):
-    """An OAuth application's tokens for one portal (facts §7).
+    """An OAuth application's tokens for one portal (api-facts §7).
 
     Refreshes only when the portal answers ``expired_token``; one refresh is in
     flight per credential however many calls fail together, because refresh

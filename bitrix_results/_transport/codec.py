@@ -55,7 +55,7 @@ def _envelope_with_advisory_time(body: bytes) -> Envelope:
 
 
 class _V2BatchTimes(msgspec.Struct):
-    # Empty collections come as [] in v2 batch answers (facts §3.1).
+    # Empty collections come as [] in v2 batch answers (api-facts §3.1).
     result_time: dict[str, ResponseTime] | list[ResponseTime] = msgspec.field(default_factory=dict)
 
 
@@ -67,7 +67,7 @@ def _batch_time(result: msgspec.Raw, envelope_time: ResponseTime | None) -> Resp
 
     When the portal bills the nested methods, the envelope's ``operating`` can be
     0 while each command's ``result_time`` carries the real running total
-    (peers §0); take the largest. A REST 3.0 batch answers with a list and has
+    (design §7.1); take the largest. A REST 3.0 batch answers with a list and has
     only the envelope's time.
     """
     try:
@@ -162,7 +162,7 @@ def decode_reply(
 ) -> Reply:
     """A response body as a :class:`Reply`, or the typed error it carries.
 
-    A body that is not JSON (an HTML error page from a proxy, facts §6) becomes a
+    A body that is not JSON (an HTML error page from a proxy, api-facts §6) becomes a
     :class:`DecodeError` that keeps the HTTP status, so the scheduler can still
     tell a 5xx (the call may have run) from a 4xx.
     """

@@ -29,7 +29,7 @@ __all__ = ["RestTransport"]
 logger = logging.getLogger("bitrix_results")
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-# A domain change is one hop; more than a few is a loop, not a move (facts §7).
+# A domain change is one hop; more than a few is a loop, not a move (api-facts §7).
 _MAX_REDIRECTS = 3
 _JSON = {"Content-Type": "application/json", "Accept": "application/json"}
 

@@ -24,7 +24,7 @@ Api = Literal["v2", "v3"]
 
 
 class RetryClass(enum.Enum):
-    """How safe it is to send a call again when its outcome is unknown (SPEC §2.4).
+    """How safe it is to send a call again when its outcome is unknown (design §2.4).
 
     Every call may be retried when the portal refused it before executing
     (503 rate limit, 429 operating limit, 401 expired token, connect failure).
@@ -53,11 +53,11 @@ class Call:
     #: How safe a resend is after an unclear failure (``retry=`` is the RetryPolicy).
     retry_class: RetryClass
     #: Sent as the ``Idempotency-Key`` header; generated once per logical call so
-    #: every retry carries the same key (facts §4.1).
+    #: every retry carries the same key (api-facts §4.1).
     idempotency_key: str | None = None
     #: Operating-budget keys this call is charged to, with units: a single call is
     #: ``((method, 1),)``; a batch of n adds is ``(("batch", 1), (add, n))`` because
-    #: the portal may bill either (facts §2.2, "Batch and operating").
+    #: the portal may bill either (api-facts §2.2, "Batch and operating").
     budget: tuple[tuple[str, int], ...] = ()
 
     def budget_keys(self) -> tuple[tuple[str, int], ...]:
@@ -79,12 +79,12 @@ class Transport(Protocol):
     """Sends one call and returns its reply or raises a typed error (errors.py)."""
 
     #: The bucket key: the portal's host. The leaky bucket is per portal and
-    #: source address (facts §1), so every credential on one portal shares it.
+    #: source address (api-facts §1), so every credential on one portal shares it.
     @property
     def portal(self) -> str: ...
 
     #: A non-secret fingerprint of the credential: the operating budget is per
-    #: method *and* application or webhook (facts §2.2).
+    #: method *and* application or webhook (api-facts §2.2).
     @property
     def credential(self) -> str: ...
 

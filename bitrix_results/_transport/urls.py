@@ -3,7 +3,7 @@
 Webhook: ``https://{portal}/rest/{user}/{code}/{method}`` for REST v2 and
 ``https://{portal}/rest/api/{user}/{code}/{method}`` for REST 3.0. OAuth:
 ``https://{portal}/rest/{method}`` and ``https://{portal}/rest/api/{method}``
-with the token in the body (facts §4.1, §7).
+with the token in the body (api-facts §4.1, §7).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def is_loopback(host: str) -> bool:
 
 
 def _origin(field: str, url: str) -> tuple[str, str]:
-    """Check scheme, host and port; return (origin, host). HTTPS unless loopback (SPEC §2.7)."""
+    """Check scheme, host and port; return (origin, host). HTTPS unless loopback (design §2.7)."""
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""

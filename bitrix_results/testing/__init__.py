@@ -1,6 +1,6 @@
 """A faithful fake Bitrix24 cloud portal for the task-results API, and its pytest plugin.
 
-Written from the API facts (``reference/bitrix24-api-facts.md``), never from the client:
+Written from the API facts (``docs/api-facts.md``), never from the client:
 it imports nothing of ``bitrix_results`` outside this package, so a wrong field name in
 the client cannot be mirrored here. The two sender modules are the exception: they
 import the wire types and the transport errors, which name no REST field.

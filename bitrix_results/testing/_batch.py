@@ -1,4 +1,4 @@
-"""Parsing of both batch forms and their cross-command references (facts §3).
+"""Parsing of both batch forms and their cross-command references (api-facts §3).
 
 Only shapes live here; executing the commands (limits, rollback, billing) is the
 portal's job.
@@ -22,7 +22,7 @@ from ._wire import (
     v3_error,
 )
 
-# -- v3: a JSON array of {method, query} (facts §3.2) ------------------------------------
+# -- v3: a JSON array of {method, query} (api-facts §3.2) ------------------------------------
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def parse_v3_batch(
 ) -> list[V3Command]:
     """Validate the whole batch before anything runs."""
     if isinstance(body, dict) and "cmd" in body:
-        # facts §3.2: the v2 ``cmd`` format sent to /rest/api/batch.
+        # api-facts §3.2: the v2 ``cmd`` format sent to /rest/api/batch.
         raise v3_error(INVALID_SELECT, "REST 3.0 batch expects an array of {method, query}")
     if not isinstance(body, list) or not body:
         raise v3_error(
@@ -47,7 +47,7 @@ def parse_v3_batch(
         if limit_error == "length_exceeded":
             # The other reading: the v2 system code (api-facts §3.1, §6).
             raise v2_error("ERROR_BATCH_LENGTH_EXCEEDED", "Max batch length exceeded", 400)
-        # facts §3.2: [SDK] MAX_BATCH_COMMANDS_V3 = 50; the REST docs give no error code.
+        # api-facts §3.2: [SDK] MAX_BATCH_COMMANDS_V3 = 50; the REST docs give no error code.
         raise v3_error(
             REQUEST_VALIDATION,
             f"A batch may contain at most {max_commands} commands",
@@ -109,11 +109,11 @@ def _walk(ref: JSON, aliases: Mapping[str, JSON], *, collect: bool) -> JSON:
 
 
 def _bad_ref(ref: JSON) -> ApiError:
-    # facts §3.2: [SDK] a bad reference fails with INVALIDSELECTEXCEPTION.
+    # api-facts §3.2: [SDK] a bad reference fails with INVALIDSELECTEXCEPTION.
     return v3_error(INVALID_SELECT, f"Invalid batch reference {ref!r}")
 
 
-# -- v2: {"cmd": {key: "method?query"}, "halt": 0|1} (facts §3.1) -------------------------
+# -- v2: {"cmd": {key: "method?query"}, "halt": 0|1} (api-facts §3.1) -------------------------
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def parse_v2_batch(params: Mapping[str, JSON], max_commands: int) -> tuple[list[
     else:
         raise v2_error("INVALID_ARG_VALUE", "Parameter cmd must be an array of commands")
     if len(items) > max_commands:
-        # facts §3.1: more than 50 -> ERROR_BATCH_LENGTH_EXCEEDED, HTTP 400.
+        # api-facts §3.1: more than 50 -> ERROR_BATCH_LENGTH_EXCEEDED, HTTP 400.
         raise v2_error("ERROR_BATCH_LENGTH_EXCEEDED", "Max batch length exceeded", 400)
     commands = []
     for key, line in items:
@@ -142,7 +142,7 @@ def parse_v2_batch(params: Mapping[str, JSON], max_commands: int) -> tuple[list[
         method, _, query = text.partition("?")
         commands.append(V2Command(key, method.strip().lower(), query))
     if any(command.method == "batch" for command in commands):
-        # facts §3.1: nested batch is forbidden since rest 24.0.0 -> 405.
+        # api-facts §3.1: nested batch is forbidden since rest 24.0.0 -> 405.
         raise v2_error(
             "ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage", 405
         )
@@ -155,7 +155,7 @@ _RESULT_REF = re.compile(r"\$result\[([^\]]*)\]((?:\[[^\]]*\])*)")
 
 
 def substitute_results(query: str, results: Mapping[str, JSON]) -> str:
-    """facts §3.1 chaining: ``$result[key][field]`` and ``$result[key][0][ID]``."""
+    """api-facts §3.1 chaining: ``$result[key][field]`` and ``$result[key][0][ID]``."""
 
     def lookup(match: re.Match[str]) -> str:
         node: JSON = results.get(match.group(1))
@@ -180,7 +180,7 @@ def parse_command_query(query: str) -> dict[str, JSON]:
 
 
 def php_array(entries: Mapping[str | int, JSON]) -> JSON:
-    """PHP's json_encode of an array: ``[]`` when empty (facts §3.1), a list for keys
+    """PHP's json_encode of an array: ``[]`` when empty (api-facts §3.1), a list for keys
     0..n-1 in order, otherwise an object with string keys."""
     keys = list(entries)
     if keys == list(range(len(keys))):

@@ -1,4 +1,4 @@
-"""The ``Idempotency-Key`` store of REST 3.0 writes (facts §4.1)."""
+"""The ``Idempotency-Key`` store of REST 3.0 writes (api-facts §4.1)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 
 def is_valid_key(key: str) -> bool:
-    """facts §4.1: 1-255 printable ASCII characters."""
+    """api-facts §4.1: 1-255 printable ASCII characters."""
     return 1 <= len(key) <= 255 and all(" " <= ch <= "~" for ch in key)
 
 

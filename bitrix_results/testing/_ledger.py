@@ -1,6 +1,6 @@
 """What the portal did: every executed call, every created result, and the counters.
 
-The ledger is how a test proves "nothing lost, nothing doubled" (SPEC §2.3): it sees
+The ledger is how a test proves "nothing lost, nothing doubled" (design §2.3): it sees
 calls the client never got an answer for (a dropped connection) and results a retry
 created twice.
 """
@@ -93,7 +93,7 @@ class Ledger:
 class PortalStats:
     """A snapshot of the portal's counters (``FakePortal.stats()``, ``GET /_fake/stats``)."""
 
-    #: HTTP requests to /rest/ (every one counts in the bucket, facts §1).
+    #: HTTP requests to /rest/ (every one counts in the bucket, api-facts §1).
     requests: int = 0
     #: 503 QUERY_LIMIT_EXCEEDED answers (bucket full).
     rate_limited: int = 0

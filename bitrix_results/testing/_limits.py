@@ -1,7 +1,7 @@
 """The portal's two limits, as pure arithmetic on an injected ``now``.
 
-- :class:`LeakyBucket`: the request-rate limit (facts §1).
-- :class:`OperatingBudget`: the per-method execution-time budget (facts §2.2).
+- :class:`LeakyBucket`: the request-rate limit (api-facts §1).
+- :class:`OperatingBudget`: the per-method execution-time budget (api-facts §2.2).
 
 Both take times in real seconds and rates/limits already scaled by the config, so this
 module knows nothing about scale, HTTP or the API versions.
@@ -19,12 +19,12 @@ _EPS = 1e-6
 
 
 class LeakyBucket:
-    """One (portal, client address) bucket (facts §1).
+    """One (portal, client address) bucket (api-facts §1).
 
     Admits a request when ``level + 1 <= burst``; the level drains continuously at
     ``drain`` per second; an admitted request adds 1; a refused one adds nothing.
 
-    ``neighbour`` models a second tenant behind the same address (facts §1: apps on
+    ``neighbour`` models a second tenant behind the same address (api-facts §1: apps on
     one server share the bucket) as a steady inflow of ``neighbour`` requests per second,
     so the bucket effectively drains at ``drain - neighbour`` and never rises above the
     threshold (the neighbour's own excess is refused like anyone's). A neighbour at or
@@ -79,7 +79,7 @@ class BudgetReading:
 
 
 class OperatingBudget:
-    """Execution time per (credential, method) over ten rolling baskets (facts §2.2).
+    """Execution time per (credential, method) over ten rolling baskets (api-facts §2.2).
 
     A basket opens at the first call that finds no current basket, is ``basket_width``
     wide (W/10) and expires ``window`` (W) after it opened. Before a call the total of
@@ -96,7 +96,7 @@ class OperatingBudget:
 
     def _live(self, key: Hashable, now: float) -> deque[_Basket]:
         baskets = self._baskets.setdefault(key, deque())
-        # facts §2.2: "each basket expires 10 minutes after the first call recorded in it".
+        # api-facts §2.2: "each basket expires 10 minutes after the first call recorded in it".
         while baskets and baskets[0].opened + self.window <= now:
             baskets.popleft()
         return baskets
@@ -109,7 +109,7 @@ class OperatingBudget:
         return BudgetReading(total, reset_at)
 
     def is_blocked(self, key: Hashable, now: float) -> bool:
-        """facts §2.2: checked *before* the call; blocked only when already over."""
+        """api-facts §2.2: checked *before* the call; blocked only when already over."""
         return self.reading(key, now).operating > self.limit + _EPS
 
     def charge(self, key: Hashable, now: float, cost: float) -> BudgetReading:

@@ -1,4 +1,4 @@
-"""OAuth 2.0 tokens: issuing, expiry, rotation, and the token endpoint (facts §7).
+"""OAuth 2.0 tokens: issuing, expiry, rotation, and the token endpoint (api-facts §7).
 
 On Bitrix24 the token endpoint lives on ``oauth.bitrix.info``; the fake serves it on
 the same host at ``/oauth/token/`` so a test needs one server.
@@ -45,7 +45,7 @@ class TokenStore:
         token = self._access.get(access_token)
         if token is None:
             raise no_auth_found()
-        # facts §7: an access token is valid for 1 hour (scaled), then 401 expired_token.
+        # api-facts §7: an access token is valid for 1 hour (scaled), then 401 expired_token.
         if now >= token.expires_at:
             raise expired_token()
         return token.user_id
@@ -71,13 +71,13 @@ def token_endpoint(
 ) -> dict[str, JSON]:
     """``GET /oauth/token/?grant_type=refresh_token&client_id&client_secret&refresh_token``.
 
-    Returns the documented JSON (facts §7 table) or raises the OAuth server's errors.
+    Returns the documented JSON (api-facts §7 table) or raises the OAuth server's errors.
     """
     grant_type = params.get("grant_type")
     refresh_token = params.get("refresh_token")
     client_id = params.get("client_id")
     client_secret = params.get("client_secret")
-    # facts §7: "All four parameters are required."
+    # api-facts §7: "All four parameters are required."
     if not all(isinstance(v, str) and v for v in (grant_type, refresh_token, client_id)) or (
         not isinstance(client_secret, str) or not client_secret
     ):

@@ -1,7 +1,7 @@
-"""REST 3.0 methods (``/rest/api/``): parameters, validation and result shapes (facts §4, §5).
+"""REST 3.0 methods (``/rest/api/``): parameters, validation and result shapes (api-facts §4, §5).
 
 Each handler takes a :class:`Call` and the decoded JSON body and returns the value of
-``result`` (``{"item": ...}``, ``{"items": [...]}`` or ``{"result": true}``, facts §4.2),
+``result`` (``{"item": ...}``, ``{"items": [...]}`` or ``{"result": true}``, api-facts §4.2),
 or raises :class:`~._wire.ApiError` with the exact v3 error body.
 """
 
@@ -47,10 +47,10 @@ Handler = Callable[[Call, dict[str, JSON]], JSON]
 
 
 def refusal_to_v3(error: WorldError, field: str, config: PortalConfig) -> ApiError:
-    """Map a domain refusal to the v3 error the method pages document (facts §5.2-5.5)."""
+    """Map a domain refusal to the v3 error the method pages document (api-facts §5.2-5.5)."""
     refusal = error.refusal
     if refusal in (Refusal.TASK_NOT_FOUND, Refusal.MESSAGE_NOT_IN_TASK_CHAT):
-        # facts §5.2/§5.3: "Task not found" and "Message is not from task chat" are
+        # api-facts §5.2/§5.3: "Task not found" and "Message is not from task chat" are
         # REQUESTVALIDATIONEXCEPTION, not ENTITYNOTFOUND.
         return v3_error(REQUEST_VALIDATION, refusal.value, field=field)
     if refusal is Refusal.RESULT_NOT_FOUND:
@@ -62,7 +62,7 @@ def refusal_to_v3(error: WorldError, field: str, config: PortalConfig) -> ApiErr
     return v3_error(ACCESS_DENIED, f"Access denied: {field}", status=403)
 
 
-# -- item shape (facts §5.1) -----------------------------------------------------------
+# -- item shape (api-facts §5.1) -----------------------------------------------------------
 
 DEFAULT_FIELDS = (
     "id",
@@ -91,12 +91,12 @@ def render_item(call: Call, result: Result, fields: tuple[str, ...] = DEFAULT_FI
         "updatedAt": None if result.updated_at is None else iso(result.updated_at, offset),
         "status": "closed" if result.closed else "open",
         "fileIds": list(result.file_ids),
-        # facts §5.4/§5.5: only the author may edit or delete a result.
+        # api-facts §5.4/§5.5: only the author may edit or delete a result.
         "rights": {"edit": mine, "remove": mine},
         "messageId": result.message_id,
     }
     if "author" in fields:
-        # facts §5.1: the shape of ``author`` is unconfirmed; id and name are a guess.
+        # api-facts §5.1: the shape of ``author`` is unconfirmed; id and name are a guess.
         author = call.world.users.get(result.author_id)
         item["author"] = {"id": result.author_id, "name": author.name if author else ""}
     if fields is DEFAULT_FIELDS:
@@ -147,7 +147,7 @@ def _positive_int(value: JSON, field: str) -> int:
 
 def _text(fields: Mapping[str, JSON]) -> str:
     text = fields.get("text")
-    # facts §5.2: a missing required field is DTOVALIDATIONEXCEPTION; a wrong type is a
+    # api-facts §5.2: a missing required field is DTOVALIDATIONEXCEPTION; a wrong type is a
     # request validation error.
     if text is None or text == "":
         raise v3_error(DTO_VALIDATION, "Required field `text` is missing", field="text")
@@ -157,7 +157,7 @@ def _text(fields: Mapping[str, JSON]) -> str:
 
 
 def _result_id(params: Mapping[str, JSON]) -> int:
-    """facts §5.5: the documented validation messages of ``id`` / ``filter``."""
+    """api-facts §5.5: the documented validation messages of ``id`` / ``filter``."""
     has_id, has_filter = "id" in params, "filter" in params
     if has_id and has_filter:
         raise v3_error(
@@ -172,7 +172,7 @@ def _result_id(params: Mapping[str, JSON]) -> int:
             validation=True,
         )
     if not has_id:
-        # Deleting by filter is unconfirmed (facts §5.5): refuse rather than guess.
+        # Deleting by filter is unconfirmed (api-facts §5.5): refuse rather than guess.
         raise v3_error(REQUEST_VALIDATION, "Required field `id` is missing", field="id")
     return _positive_int(params["id"], "id")
 
@@ -181,7 +181,7 @@ def _result_id(params: Mapping[str, JSON]) -> int:
 
 
 def add(call: Call, params: dict[str, JSON]) -> JSON:
-    """tasks.task.result.add (facts §5.2)."""
+    """tasks.task.result.add (api-facts §5.2)."""
     fields = _fields(params)
     # api-facts §5.2 (method page): `fileIds` sent, or a required field missing, is
     # DTOVALIDATIONEXCEPTION; a `taskId` that is not a positive int is request validation.
@@ -195,7 +195,7 @@ def add(call: Call, params: dict[str, JSON]) -> JSON:
         raise refusal_to_v3(error, "taskId", call.config) from None
     comment_id = None
     if not call.config.new_task_card:
-        # With the old card a result is a pinned comment (facts §5), so adding one
+        # With the old card a result is a pinned comment (api-facts §5), so adding one
         # writes the comment too; v2 list then reports its commentId.
         comment_id = call.world.add_comment(task.id, call.user_id, text).id
     result = call.world.create_result(task, text, call.user_id, call.now, comment_id=comment_id)
@@ -203,7 +203,7 @@ def add(call: Call, params: dict[str, JSON]) -> JSON:
 
 
 def add_from_chat_message(call: Call, params: dict[str, JSON]) -> JSON:
-    """tasks.task.result.addfromchatmessage (facts §5.3)."""
+    """tasks.task.result.addfromchatmessage (api-facts §5.3)."""
     fields = _fields(params)
     # The method page: `fileIds` is "not available for filling" and a missing
     # `messageId` is DTOVALIDATIONEXCEPTION, like add's (api-facts §5.2, §5.3).
@@ -221,7 +221,7 @@ def add_from_chat_message(call: Call, params: dict[str, JSON]) -> JSON:
 
 
 def update(call: Call, params: dict[str, JSON]) -> JSON:
-    """tasks.task.result.update (facts §5.4): only ``text``, only by the author."""
+    """tasks.task.result.update (api-facts §5.4): only ``text``, only by the author."""
     result_id = _result_id(params)
     fields = _fields(params)
     # The method page: `fileIds` is DTOVALIDATIONEXCEPTION ("not available for
@@ -238,7 +238,7 @@ def update(call: Call, params: dict[str, JSON]) -> JSON:
 
 
 def delete(call: Call, params: dict[str, JSON]) -> JSON:
-    """tasks.task.result.delete (facts §5.5): ``{"result": true}``."""
+    """tasks.task.result.delete (api-facts §5.5): ``{"result": true}``."""
     result_id = _result_id(params)
     try:
         result = call.world.result_for_author(call.user_id, result_id)
@@ -249,7 +249,7 @@ def delete(call: Call, params: dict[str, JSON]) -> JSON:
 
 
 def chat_message_send(call: Call, params: dict[str, JSON]) -> JSON:
-    """tasks.task.chat.message.send (facts §5.9): returns no messageId."""
+    """tasks.task.chat.message.send (api-facts §5.9): returns no messageId."""
     fields = _fields(params)
     task_id = _positive_int(fields.get("taskId"), "taskId")
     text = fields.get("text")
@@ -263,7 +263,7 @@ def chat_message_send(call: Call, params: dict[str, JSON]) -> JSON:
     return {"result": True}
 
 
-# -- list (facts §5.6 v3, §4.3) ----------------------------------------------------------
+# -- list (api-facts §5.6 v3, api-facts §4.3) ------------------------------------------
 
 FILTERABLE = ("taskId", "id", "authorId", "status", "messageId")
 OPERATORS = ("=", "!=", ">", ">=", "<", "<=", "in", "between")
@@ -426,7 +426,7 @@ def _parse_select(raw: JSON, config: PortalConfig) -> tuple[str, ...]:
         raise v3_error(INVALID_SELECT, "Select must be an array of field names")
     for name in raw:
         if "." in name:
-            # facts §4.2: a related field in select is UNKNOWNDTOPROPERTYEXCEPTION ...
+            # api-facts §4.2: a related field in select is UNKNOWNDTOPROPERTYEXCEPTION ...
             raise v3_error(UNKNOWN_DTO_PROPERTY, f"Unknown field `{name}` for entity `ResultDto`")
     # ... while an unknown field of the object itself is silently dropped (or, under
     # the other reading, refused like a related one).
@@ -451,12 +451,12 @@ def _parse_pagination(raw: JSON, cap: int) -> tuple[int, int]:
         value = raw.get(name, default)
         number = as_v3_int(value)
         if number is None:
-            # facts §5.6: "page, limit and offset must be numbers".
+            # api-facts §5.6: "page, limit and offset must be numbers".
             raise v3_error(INVALID_PAGINATION, f"Pagination `{name}` must be a number")
         values[name] = number
     if values["limit"] < 1 or values["page"] < 1 or values["offset"] < 0:
         raise v3_error(INVALID_PAGINATION, "Pagination values out of range")
-    # facts §4.3: no documented maximum; cap like tasks.task.list does, silently.
+    # api-facts §4.3: no documented maximum; cap like tasks.task.list does, silently.
     limit = min(values["limit"], cap)
     return (values["page"] - 1) * limit + values["offset"], limit
 
@@ -467,7 +467,7 @@ def _sort_key(field: str) -> Callable[[Result], tuple[bool, Any]]:
 
 
 def list_results(call: Call, params: dict[str, JSON]) -> JSON:
-    """tasks.task.result.list, the v3 one (facts §5.6): filter/order/select/pagination."""
+    """tasks.task.result.list, the v3 one (api-facts §5.6): filter/order/select/pagination."""
     raw_filter = params.get("filter")
     if not raw_filter:
         raise v3_error(REQUEST_VALIDATION, "Required field `filter` is missing", field="filter")
@@ -491,7 +491,7 @@ def list_results(call: Call, params: dict[str, JSON]) -> JSON:
             named.update(int(v) for v in condition.value)
     for task_id in sorted(named):
         task = world.tasks.get(task_id)
-        # facts §5.6: 403 ACCESSDENIEDEXCEPTION on taskId (v2 says the same for a task
+        # api-facts §5.6: 403 ACCESSDENIEDEXCEPTION on taskId (v2 says the same for a task
         # that does not exist: no access).
         if task is None or not world.can_see(call.user_id, task):
             raise v3_error(ACCESS_DENIED, "Access denied: taskId", status=403)
@@ -519,7 +519,7 @@ METHODS: Mapping[str, Handler] = {
     "tasks.task.chat.message.send": chat_message_send,
 }
 
-#: facts §4.1: Idempotency-Key applies to methods that create, modify or delete.
+#: api-facts §4.1: Idempotency-Key applies to methods that create, modify or delete.
 WRITES = frozenset(
     {
         "tasks.task.result.add",

@@ -1,8 +1,8 @@
 """The wire: URL forms, body parsing and the exact bodies of both API versions.
 
-Everything here is shape, not behaviour: which path means which API (facts §4.1), how
+Everything here is shape, not behaviour: which path means which API (api-facts §4.1), how
 v2 parameters arrive (query, form or JSON, PHP-style ``a[b]=c`` keys), what a v2 and a
-v3 error body look like (facts §4.2, §6), and the ``time`` object (facts §2.1).
+v3 error body look like (api-facts §4.2, §6), and the ``time`` object (api-facts §2.1).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class ApiError(Exception):
 
 
 def v2_error(code: str, description: str, status: int = 400) -> ApiError:
-    """facts §6: ``{"error": "<code>", "error_description": "<text>"}``."""
+    """api-facts §6: ``{"error": "<code>", "error_description": "<text>"}``."""
     return ApiError(status, {"error": code, "error_description": description})
 
 
@@ -74,7 +74,7 @@ def v3_error(
     field: str | None = None,
     validation: bool = False,
 ) -> ApiError:
-    """facts §4.2: ``{"error": {"code", "message", "validation"?}}``, no ``result``.
+    """api-facts §4.2: ``{"error": {"code", "message", "validation"?}}``, no ``result``.
 
     ``code`` is the part after ``BITRIX_REST_V3_EXCEPTION_``. ``validation`` (or a
     ``field``) adds the ``validation`` list that validation errors carry.
@@ -88,32 +88,32 @@ def v3_error(
     return ApiError(status, {"error": error})
 
 
-# facts §4.2 table and the method pages of §5; HTTP 400 unless noted.
+# api-facts §4.2 table and the method pages of api-facts §5; HTTP 400 unless noted.
 REQUEST_VALIDATION = "VALIDATION_REQUESTVALIDATIONEXCEPTION"
 DTO_VALIDATION = "VALIDATION_DTOVALIDATIONEXCEPTION"
 REQUEST_FILTER_VALIDATION = "VALIDATION_REQUESTFILTERVALIDATIONEXCEPTION"
 INVALID_JSON = "INVALIDJSONEXCEPTION"
 UNKNOWN_DTO_PROPERTY = "UNKNOWNDTOPROPERTYEXCEPTION"
 UNKNOWN_FILTER_OPERATOR = "UNKNOWNFILTEROPERATOREXCEPTION"
-ENTITY_NOT_FOUND = "ENTITYNOTFOUNDEXCEPTION"  # facts §4.2: 400, not 404
+ENTITY_NOT_FOUND = "ENTITYNOTFOUNDEXCEPTION"  # api-facts §4.2: 400, not 404
 ACCESS_DENIED = "ACCESSDENIEDEXCEPTION"  # 403
 INVALID_FILTER = "INVALIDFILTEREXCEPTION"
 INVALID_PAGINATION = "INVALIDPAGINATIONEXCEPTION"
 INVALID_ORDER = "INVALIDORDEREXCEPTION"
 INVALID_SELECT = "INVALIDSELECTEXCEPTION"
 METHOD_NOT_FOUND = "METHODNOTFOUNDEXCEPTION"  # [SDK] b24jssdk; 404 like the v2 code
-IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCYKEYREUSEDEXCEPTION"  # facts §4.1: 422
-INVALID_IDEMPOTENCY_KEY = "INVALIDIDEMPOTENCYKEYEXCEPTION"  # facts §4.1: 400
+IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCYKEYREUSEDEXCEPTION"  # api-facts §4.1: 422
+INVALID_IDEMPOTENCY_KEY = "INVALIDIDEMPOTENCYKEYEXCEPTION"  # api-facts §4.1: 400
 
 
-# System errors share the v2 body on both paths (facts §6, §1, §2.2, §7).
+# System errors share the v2 body on both paths (api-facts §6, §1, §2.2, §7).
 def query_limit_exceeded() -> ApiError:
-    # facts §1: the observed body, b24-rest-docs #193.
+    # api-facts §1: the observed body, b24-rest-docs #193.
     return v2_error("QUERY_LIMIT_EXCEEDED", "Too many requests", 503)
 
 
 def operation_time_limit() -> ApiError:
-    # facts §2.2 / §6: 429, and no ``time`` block (the client must keep the last one).
+    # api-facts §2.2 / §6: 429, and no ``time`` block (the client must keep the last one).
     return v2_error("OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.", 429)
 
 
@@ -130,7 +130,7 @@ def internal_server_error() -> ApiError:
 
 
 def method_not_found(api: Api) -> ApiError:
-    # facts §4.1: a v3-only method under /rest/ is ERROR_METHOD_NOT_FOUND, HTTP 404.
+    # api-facts §4.1: a v3-only method under /rest/ is ERROR_METHOD_NOT_FOUND, HTTP 404.
     if api == "v3":
         return v3_error(METHOD_NOT_FOUND, "Method not found", status=404)
     return v2_error("ERROR_METHOD_NOT_FOUND", "Method not found!", 404)
@@ -143,7 +143,7 @@ HTML_503 = (
 )
 
 
-# -- URL forms (facts §4.1) -----------------------------------------------------------
+# -- URL forms (api-facts §4.1) -----------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ _KEY = re.compile(r"([^\[\]]+)|\[([^\[\]]*)\]")
 def parse_php_query(query: str) -> dict[str, JSON]:
     """Parse a query string the way PHP does: ``fields[taskId]=1&ids[]=2&ids[]=3``.
 
-    facts §3.1: v2 batch commands are ``"method?param=value&..."`` strings, and v2
+    api-facts §3.1: v2 batch commands are ``"method?param=value&..."`` strings, and v2
     parameters may also arrive as a query string or a form body.
     """
     params: dict[str, JSON] = {}
@@ -243,7 +243,7 @@ def as_v3_int(value: JSON) -> int | None:
     return None
 
 
-# -- the ``time`` object (facts §2.1) -------------------------------------------------
+# -- the ``time`` object (api-facts §2.1) -------------------------------------------------
 
 
 def iso(timestamp: float, utc_offset_hours: float) -> str:
@@ -262,7 +262,7 @@ def time_block(
 ) -> dict[str, JSON]:
     """The ``time`` object of a success; ``reading`` None omits the operating counters.
 
-    ``operating_reset_at`` is an int on a real portal (facts §2.1); a time-compressed
+    ``operating_reset_at`` is an int on a real portal (api-facts §2.1); a time-compressed
     portal keeps the fraction, since rounding would move it by up to a whole scaled
     second. Rounding is *up*: at that instant the oldest basket has surely expired.
     """

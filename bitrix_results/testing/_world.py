@@ -1,6 +1,6 @@
 """The portal's data: users, tasks, comments, task-chat messages and task results.
 
-Pure domain rules from facts §5, with no wire format: who may see a task, who may edit
+Pure domain rules from api-facts §5, with no wire format: who may see a task, who may edit
 a result, when a result is born closed, which comment may be pinned. Errors are
 :class:`WorldError` with a :class:`Refusal` kind; the wire layer turns a kind into the
 v2 or v3 error body of the method that hit it.
@@ -19,7 +19,7 @@ __all__ = ["ADMIN_USER", "OTHER_USER", "WEBHOOK_USER", "World", "WorldError"]
 
 #: The webhook's user: an ordinary employee (the default webhook authenticates as them).
 WEBHOOK_USER = 1
-#: A portal administrator (facts §5.7: may pin anyone's comment).
+#: A portal administrator (api-facts §5.7: may pin anyone's comment).
 ADMIN_USER = 2
 #: A colleague: authors comments and results the webhook user may not touch.
 OTHER_USER = 3
@@ -58,7 +58,7 @@ class User:
 class Task:
     id: int
     title: str
-    #: facts §5.1: results added to a completed task are born closed.
+    #: api-facts §5.1: results added to a completed task are born closed.
     completed: bool = False
     #: None: every user has access; otherwise only these users (and administrators).
     members: frozenset[int] | None = None
@@ -96,7 +96,7 @@ class Result:
 
 
 class World:
-    """Users, tasks, comments, chat messages and results, with the rules of facts §5.
+    """Users, tasks, comments, chat messages and results, with the rules of api-facts §5.
 
     Seeded with: users 1 (ordinary, the webhook's), 2 (administrator) and 3 (a
     colleague); tasks 1..1000 open to everyone, of which 991..1000 are completed;
@@ -189,7 +189,7 @@ class World:
         return task
 
     def result_for_author(self, user_id: int, result_id: int) -> Result:
-        """facts §5.4/§5.5: only the result's author may update or delete it."""
+        """api-facts §5.4/§5.5: only the result's author may update or delete it."""
         result = self.results.get(result_id)
         if result is None:
             raise WorldError(Refusal.RESULT_NOT_FOUND)
@@ -215,7 +215,7 @@ class World:
             text=text,
             author_id=author_id,
             created_at=now,
-            # facts §5.1: "Only new results in an unfinished task are open."
+            # api-facts §5.1: "Only new results in an unfinished task are open."
             closed=task.completed,
             message_id=message_id,
             comment_id=comment_id,
@@ -260,7 +260,7 @@ class World:
         return new
 
     def complete_task(self, task_id: int) -> None:
-        """facts §5.1: completing closes every result, and they stay closed on resume."""
+        """api-facts §5.1: completing closes every result, and they stay closed on resume."""
         task = self.tasks[task_id]
         task.completed = True
         for result in self.results_of(task_id):
@@ -269,7 +269,7 @@ class World:
     def resume_task(self, task_id: int) -> None:
         self.tasks[task_id].completed = False
 
-    # -- comments (v2 addFromComment / deleteFromComment, facts §5.7-5.8) ---------------
+    # -- comments (v2 addFromComment / deleteFromComment, api-facts §5.7-5.8) ---------------
     def comment_for(self, user_id: int, comment_id: int) -> tuple[Comment, Task]:
         comment = self.comments.get(comment_id)
         if comment is None:
@@ -277,7 +277,7 @@ class World:
         task = self.tasks.get(comment.task_id)
         if task is None:
             raise WorldError(Refusal.COMMENT_NOT_FOUND)
-        # facts §5.7: own comments only, unless an administrator.
+        # api-facts §5.7: own comments only, unless an administrator.
         if not self.can_see(user_id, task) or (
             comment.author_id != user_id and not self.is_admin(user_id)
         ):
@@ -286,10 +286,10 @@ class World:
 
     def pin_comment(self, user_id: int, comment_id: int, now: float) -> Result:
         comment, task = self.comment_for(user_id, comment_id)
-        # facts §5.1: an open result blocks re-adding the comment; a closed one does not.
+        # api-facts §5.1: an open result blocks re-adding the comment; a closed one does not.
         if any(r.comment_id == comment.id and not r.closed for r in self.results_of(task.id)):
             raise WorldError(Refusal.RESULT_ALREADY_EXISTS)
-        # facts §5.7: an administrator pinning another's comment becomes the author.
+        # api-facts §5.7: an administrator pinning another's comment becomes the author.
         return self.create_result(task, comment.text, user_id, now, comment_id=comment.id)
 
     def unpin_comment(self, user_id: int, comment_id: int) -> None:
@@ -297,10 +297,10 @@ class World:
         pinned = [r for r in self.results_of(task.id) if r.comment_id == comment.id]
         if not pinned:
             raise WorldError(Refusal.NOTHING_TO_UNPIN)
-        # facts §5.8: it only unpins; the comment itself stays.
+        # api-facts §5.8: it only unpins; the comment itself stays.
         self.delete_result(max(pinned, key=_by_id))
 
-    # -- chat (v3 addfromchatmessage / chat.message.send, facts §5.3, §5.9) --------------
+    # -- chat (v3 addfromchatmessage / chat.message.send, api-facts §5.3, §5.9) --------------
     def message_for(self, user_id: int, message_id: int) -> tuple[ChatMessage, Task]:
         message = self.messages.get(message_id)
         if message is None or message.task_id is None:

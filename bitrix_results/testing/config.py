@@ -1,7 +1,7 @@
 """Configuration of the fake portal: the plan, the limits, the time scale and the faults.
 
-Every number that comes from the API is cited to ``reference/bitrix24-api-facts.md``
-(``facts §N`` below). Everything the facts leave open is a switch, so a client can be
+Every number that comes from the API is cited to its section of
+``docs/api-facts.md`` (``api-facts`` and a section number, below). Everything the facts leave open is a switch, so a client can be
 tested under each reading: batch billing, batch rollback, whether ``time`` carries the
 operating counters, the new task card.
 
@@ -29,7 +29,7 @@ UnknownSelect = Literal["drop", "error"]
 BatchLimitError = Literal["request_validation", "length_exceeded"]
 ListWithoutSelect = Literal["id_only", "all_fields"]
 
-# facts §1 table: (burst threshold X, drain rate Y per second) per plan.
+# api-facts §1 table: (burst threshold X, drain rate Y per second) per plan.
 _PLANS: Mapping[str, tuple[int, float]] = {
     "standard": (50, 2.0),
     "enterprise": (250, 5.0),
@@ -114,13 +114,13 @@ class PortalConfig:
 
     # -- limits ---------------------------------------------------------------------
     plan: Plan = "standard"
-    #: Override the plan's burst threshold X (facts §1).
+    #: Override the plan's burst threshold X (api-facts §1).
     burst: int | None = None
-    #: Override the plan's drain rate Y, requests per second (facts §1).
+    #: Override the plan's drain rate Y, requests per second (api-facts §1).
     drain_per_second: float | None = None
-    #: facts §2.2: the cloud limit is 480 s of execution time per method.
+    #: api-facts §2.2: the cloud limit is 480 s of execution time per method.
     operating_limit: float = 480.0
-    #: facts §2.2: summed over ten one-minute baskets, a 600 s window.
+    #: api-facts §2.2: summed over ten one-minute baskets, a 600 s window.
     operating_window: float = 600.0
     #: Time compression factor (see the module docstring).
     scale: float = 1.0
@@ -132,12 +132,12 @@ class PortalConfig:
     #: Per-method cost override, keyed by lower-case REST method name.
     method_costs: Mapping[str, float] = field(default_factory=dict)
 
-    # -- unsettled facts, as switches (facts §2.2, §3.2, summary 3) -------------------
+    # -- unsettled facts, as switches (api-facts §2.2, §3.2, summary 3) -------------------
     batch_billing: BatchBilling = "nested"
     batch_rollback: bool = True
-    #: False: omit ``operating``/``operating_reset_at`` from ``time`` (self-hosted, §2.1).
+    #: False: omit ``operating``/``operating_reset_at`` from ``time`` (self-hosted, api-facts §2.1).
     report_operating: bool = True
-    #: True: the new task card (tasks 25.700.0+): v2 comment methods refuse (§5).
+    #: True: the new task card (tasks 25.700.0+): v2 comment methods refuse (api-facts §5).
     new_task_card: bool = False
     #: A result that does not exist (update/delete): the method pages document 403
     #: ACCESSDENIEDEXCEPTION on ``id``, the common table 400 ENTITYNOTFOUNDEXCEPTION
@@ -171,18 +171,18 @@ class PortalConfig:
     client_id: str = "local.fake0app0000000.00000001"
     client_secret: str = "fakeClientSecret0000000000000000000000000000000000"
     member_id: str = "f4k3m3mb3r1d0000000000000000000a"
-    #: facts §7: an access token is valid 1 hour.
+    #: api-facts §7: an access token is valid 1 hour.
     token_lifetime: float = 3600.0
-    #: facts §7: a refresh token lives 180 days.
+    #: api-facts §7: a refresh token lives 180 days.
     refresh_token_lifetime: float = 180 * 86400.0
-    #: facts §4.1: Idempotency-Key responses are kept 24 h.
+    #: api-facts §4.1: Idempotency-Key responses are kept 24 h.
     idempotency_ttl: float = 86400.0
 
     # -- shapes -----------------------------------------------------------------------
-    #: facts §4.3: the v3 result list has no documented page size; like tasks.task.list
+    #: api-facts §4.3: the v3 result list has no documented page size; like tasks.task.list
     #: we default to 50 and silently cap larger requests, so clients must cope.
     list_page_cap: int = 50
-    #: facts §3.1/§3.2: at most 50 commands per batch.
+    #: api-facts §3.1/§3.2: at most 50 commands per batch.
     max_batch_commands: int = 50
     #: UTC offset of the portal's ISO-8601 dates, in hours.
     utc_offset_hours: float = 3.0
@@ -251,7 +251,7 @@ class PortalConfig:
 
     @property
     def effective_basket(self) -> float:
-        """Basket width (W / 10) ÷ scale: facts §2.2, ten baskets per window."""
+        """Basket width (W / 10) ÷ scale: api-facts §2.2, ten baskets per window."""
         return self.effective_window / 10
 
     @property

@@ -3,12 +3,12 @@
 A request goes through the same gates, in the same order, as on a cloud portal:
 
 1. a domain-change redirect (fault) — the old address answers, the portal never sees it;
-2. the leaky bucket (facts §1) — *every* HTTP request to /rest counts, before auth;
+2. the leaky bucket (api-facts §1) — *every* HTTP request to /rest counts, before auth;
 3. proxy/portal failures before execution (faults: HTML 503, JSON 500);
-4. the URL form and authentication (webhook code, OAuth access token; facts §4.1, §7);
-5. the method (a v3-only method under /rest/ is ERROR_METHOD_NOT_FOUND, facts §4.1);
-6. Idempotency-Key on v3 writes (facts §4.1) — a replay is answered here;
-7. the operating budget (facts §2.2) — blocked methods are refused, not executed;
+4. the URL form and authentication (webhook code, OAuth access token; api-facts §4.1, §7);
+5. the method (a v3-only method under /rest/ is ERROR_METHOD_NOT_FOUND, api-facts §4.1);
+6. Idempotency-Key on v3 writes (api-facts §4.1) — a replay is answered here;
+7. the operating budget (api-facts §2.2) — blocked methods are refused, not executed;
 8. execution against the world, the cost charged, the ledger written (the
    slow-execution fault postpones steps 7-8: :attr:`Action.EXECUTE_LATER`);
 9. faults after execution (dropped connection, slow answer) and latency, which the
@@ -103,7 +103,7 @@ class PortalRequest:
     query: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
-    #: The client's address: the bucket key (facts §1: portal + source IP).
+    #: The client's address: the bucket key (api-facts §1: portal + source IP).
     client: str = "127.0.0.1"
     #: ``scheme://host[:port]`` the request arrived on (redirects, token endpoints).
     base_url: str = "http://127.0.0.1"
@@ -368,7 +368,7 @@ class FakePortal:
             return result.id
 
     def complete_task(self, task_id: int) -> None:
-        """Complete a task: its results close and stay closed (facts §5.1)."""
+        """Complete a task: its results close and stay closed (api-facts §5.1)."""
         with self._lock:
             self._world.complete_task(task_id)
 
@@ -479,7 +479,7 @@ class FakePortal:
             counters.faults[FaultKind.REDIRECT.value] += 1
             target = (cfg.faults.redirect_to or request.base_url).rstrip("/")
             location = target + request.path + (f"?{request.query}" if request.query else "")
-            # facts §7 "Domain change": a 302 to the new address; the POST body is lost
+            # api-facts §7 "Domain change": a 302 to the new address; the POST body is lost
             # by clients that follow it blindly.
             headers = {"Location": location, "Content-Type": "text/html; charset=utf-8"}
             return PortalResponse(302, headers, b"", delay=latency)
@@ -583,7 +583,7 @@ class FakePortal:
             return self._v2_batch(request, caller, params, now)
         v2_handler = _v2.METHODS.get(route.method)
         if v2_handler is None:
-            # facts §4.1: the v3-only methods (add, update, ...) land here: 404.
+            # api-facts §4.1: the v3-only methods (add, update, ...) land here: 404.
             raise method_not_found("v2")
         return self._single("v2", route.method, v2_handler, caller, params, request, now)
 
@@ -600,16 +600,16 @@ class FakePortal:
         if not isinstance(token, str) or not token:
             raise no_auth_found()
         user_id = self._tokens.user_of(token, now)
-        # facts §2.2: the budget is per application, so all users of the app share it.
+        # api-facts §2.2: the budget is per application, so all users of the app share it.
         return _Caller(user_id, ("app", self._config.client_id))
 
     # -- bodies ---------------------------------------------------------------------------
     def _v3_body(self, request: PortalRequest) -> JSON:
         content_type = (request.header("content-type") or "").lower()
         if "form-urlencoded" in content_type or "multipart/form-data" in content_type:
-            # facts §4.1: a form-data body gives INVALIDJSONEXCEPTION (400).
+            # api-facts §4.1: a form-data body gives INVALIDJSONEXCEPTION (400).
             raise v3_error(INVALID_JSON, "Request body must be JSON")
-        # facts §4.1: REST 3.0 ignores the query string; an empty body (a GET) is {}.
+        # api-facts §4.1: REST 3.0 ignores the query string; an empty body (a GET) is {}.
         if not request.body.strip():
             return {}
         try:
@@ -778,7 +778,7 @@ class FakePortal:
             utc_offset_hours=cfg.utc_offset_hours,
         )
 
-    # -- Idempotency-Key (facts §4.1) -------------------------------------------------------
+    # -- Idempotency-Key (api-facts §4.1) -------------------------------------------------------
     def _idempotency_check(
         self, request: PortalRequest, caller: _Caller, method: str, body: JSON, now: float
     ) -> tuple[Hashable, bytes, str] | PortalResponse | None:
@@ -818,12 +818,12 @@ class FakePortal:
                 status=response.status,
                 headers=tuple(response.headers.items()),
                 body=response.body,
-                # facts §4.1: kept 24 h (scaled).
+                # api-facts §4.1: kept 24 h (scaled).
                 expires_at=now + self._config.effective_idempotency_ttl,
             ),
         )
 
-    # -- v3 batch (facts §3.2) --------------------------------------------------------------
+    # -- v3 batch (api-facts §3.2) --------------------------------------------------------------
     def _v3_batch(
         self, request: PortalRequest, caller: _Caller, body: JSON, now: float
     ) -> PortalResponse:
@@ -892,14 +892,14 @@ class FakePortal:
 
             rolled_back = failure is not None and cfg.batch_rollback
             if rolled_back:
-                # The SDK's reading of facts §3.2: all-or-nothing.
+                # The SDK's reading of api-facts §3.2: all-or-nothing.
                 self._world.rollback()
             else:
                 # Either it all succeeded, or the switch says earlier commands stay.
                 self._world.commit()
             reading = None
             if not nested and record.calls:
-                # PR #539's reading (facts §2.2): the whole cost goes to the key ``batch``.
+                # PR #539's reading (api-facts §2.2): the whole cost goes to the key ``batch``.
                 reading = self._budget.charge(batch_key, now, total)
             elif readings:
                 # Docs' reading: each nested method was charged; report the fullest one.
@@ -917,7 +917,7 @@ class FakePortal:
 
         return self._run_or_defer(run, request, now)
 
-    # -- v2 batch (facts §3.1) --------------------------------------------------------------
+    # -- v2 batch (api-facts §3.1) --------------------------------------------------------------
     def _v2_batch(
         self, request: PortalRequest, caller: _Caller, params: dict[str, JSON], now: float
     ) -> PortalResponse:
@@ -972,7 +972,7 @@ class FakePortal:
                 if failure is not None:
                     errors[command.key] = failure.body
                     if halt:
-                        # facts §3.1: halt=1 stops at the first failing sub-request.
+                        # api-facts §3.1: halt=1 stops at the first failing sub-request.
                         break
 
             reading = None
@@ -996,7 +996,7 @@ class FakePortal:
                 reading = self._budget.reading(batch_key, now)
             body = {
                 "result": {
-                    # facts §3.1: empty collections are [] (PHP arrays), not {}.
+                    # api-facts §3.1: empty collections are [] (PHP arrays), not {}.
                     "result": php_array(ok),
                     "result_error": php_array(errors),
                     "result_total": php_array(totals),

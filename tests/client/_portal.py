@@ -205,7 +205,7 @@ def reply(
 
 
 def ok(result: object) -> dict[str, object]:
-    """A success body: ``result`` plus the ``time`` block (facts §4.2)."""
+    """A success body: ``result`` plus the ``time`` block (api-facts §4.2)."""
     return {"result": result, "time": TIME}
 
 
@@ -221,7 +221,7 @@ def v2_error(code: str, description: str = "error") -> dict[str, str]:
 
 
 def item(result_id: int = 7, task_id: int = 42, **overrides: object) -> dict[str, object]:
-    """A REST 3.0 result item exactly as the docs describe it (facts §5.1)."""
+    """A REST 3.0 result item exactly as the docs describe it (api-facts §5.1)."""
     base: dict[str, object] = {
         "id": result_id,
         "taskId": task_id,
@@ -243,7 +243,7 @@ def item(result_id: int = 7, task_id: int = 42, **overrides: object) -> dict[str
 
 @dataclass(frozen=True)
 class AuthMode:
-    """How one credential type addresses the portal (facts §4.1, §7)."""
+    """How one credential type addresses the portal (api-facts §4.1, §7)."""
 
     name: str
     make: Callable[..., ResultsClient]

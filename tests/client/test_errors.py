@@ -1,4 +1,4 @@
-"""Portal error bodies become typed errors: code first, HTTP status second (facts §4.2, §6).
+"""Portal error bodies become typed errors: code first, HTTP status second (api-facts §4.2, §6).
 
 The mapping is tested directly through ``portal_error`` and the codec's
 ``decode_reply`` (the one place bodies become errors), then end to end through
@@ -33,7 +33,7 @@ from ._portal import WEBHOOK, MockPortal, item, ok, v2_error, v3_error
 
 V3 = "BITRIX_REST_V3_EXCEPTION_"
 
-# (code, HTTP status, message, class) for every documented code (facts §4.2, §5, §6).
+# (code, HTTP status, message, class) for every documented code (api-facts §4.2, §5, §6).
 DOCUMENTED: list[tuple[str, int, str, type[PortalError]]] = [
     ("QUERY_LIMIT_EXCEEDED", 503, "Too many requests", RateLimitError),
     (
@@ -73,7 +73,7 @@ DOCUMENTED: list[tuple[str, int, str, type[PortalError]]] = [
     (V3 + "METHODNOTFOUNDEXCEPTION", 404, "Method not found", NotFoundError),
     (V3 + "IDEMPOTENCYKEYREUSEDEXCEPTION", 422, "Key reused", IdempotencyKeyError),
     (V3 + "INVALIDIDEMPOTENCYKEYEXCEPTION", 400, "Invalid key", IdempotencyKeyError),
-    # REST v2 task methods: numeric codes as strings, the text tells "0" apart (§5.6-5.8).
+    # REST v2 task methods: numeric codes as strings, the text tells "0" apart (api-facts §5.6-5.8).
     ("0", 400, "Access denied.", AccessDeniedError),
     ("0", 400, "Comment not found.", NotFoundError),
     ("0", 400, "Result already exists.", InvalidRequestError),
@@ -103,7 +103,7 @@ def test_portal_error_documented_codes(
 @pytest.mark.parametrize(
     ("code", "status", "cls"),
     [
-        # b24pysdk sees these under other statuses than the docs (facts §6); the code decides.
+        # b24pysdk sees these under other statuses than the docs (api-facts §6); the code decides.
         ("insufficient_scope", 401, InvalidCredentialsError),
         ("INVALID_CREDENTIALS", 401, InvalidCredentialsError),
         ("PORTAL_DELETED", 410, ServiceBlockedError),
@@ -320,7 +320,7 @@ async def test_client_v2_type_error(mock: MockPortal) -> None:
 
 
 async def test_client_service_blocked_is_not_retried(mock: MockPortal) -> None:
-    # OVERLOAD_LIMIT is a 503 like the rate limit, but only support can lift it (facts §6).
+    # OVERLOAD_LIMIT is a 503 like the rate limit, but only support can lift it (api-facts §6).
     mock.post(
         WEBHOOK.url("v3", "tasks.task.result.list"),
         status=503,
@@ -338,7 +338,7 @@ async def test_client_service_blocked_is_not_retried(mock: MockPortal) -> None:
     [(503, "QUERY_LIMIT_EXCEEDED"), (429, "OPERATION_TIME_LIMIT")],
 )
 async def test_client_limit_error_then_success(mock: MockPortal, status: int, code: str) -> None:
-    # Refused before executing: the scheduler sends the call again (SPEC §2.4).
+    # Refused before executing: the scheduler sends the call again (design §2.4).
     url = WEBHOOK.url("v3", "tasks.task.result.list")
     mock.post(url, status=status, payload=v2_error(code, "limit"))
     mock.post(url, payload=ok({"items": [item(1)]}))

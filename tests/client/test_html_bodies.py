@@ -1,5 +1,5 @@
 """Bodies that are not JSON (an HTML page from a proxy or the portal's front end,
-facts §6) become a ``DecodeError`` that keeps the HTTP status; never a crash."""
+api-facts §6) become a ``DecodeError`` that keeps the HTTP status; never a crash."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """REST 3.0 writes carry an ``Idempotency-Key``, stable across retries of one call;
-REST v2 calls carry none (facts §4.1, SPEC §2.4)."""
+REST v2 calls carry none (api-facts §4.1, design §2.4)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ V2_CALLS: list[tuple[str, ItemCall, object]] = [
 
 
 def is_valid_key(key: str) -> bool:
-    # 1-255 printable ASCII characters (facts §4.1).
+    # 1-255 printable ASCII characters (api-facts §4.1).
     return 1 <= len(key) <= 255 and all(" " <= ch <= "~" for ch in key)
 
 
@@ -108,7 +108,7 @@ async def test_retry_reuses_the_key(
     result: object,
 ) -> None:
     # A 5xx may have executed the call; the retry carries the same key so the
-    # portal replays instead of executing twice (facts §4.1, SPEC §2.4).
+    # portal replays instead of executing twice (api-facts §4.1, design §2.4).
     url = mode.url("v3", method)
     mock.post(url, status=500, payload=v2_error("INTERNAL_SERVER_ERROR", "Internal server error"))
     mock.post(url, payload=ok(result), headers={"Idempotent-Replayed": "true"})

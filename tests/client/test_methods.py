@@ -1,5 +1,5 @@
 """Each client method: the exact URL and JSON body it sends, in both auth modes,
-and the model it decodes (facts §4.1, §5, §7).
+and the model it decodes (api-facts §4.1, §5, §7).
 
 The ``client`` fixture runs every test twice: as a webhook
 (``/rest/api/1/abc123/<method>``, no ``auth``) and as an OAuth app
@@ -52,7 +52,7 @@ def only_request(mock: MockPortal, url: str) -> dict[str, object]:
 
 
 def test_webhook_and_oauth_url_forms(mode: AuthMode) -> None:
-    # The documented forms (facts §4.1), spelled out once so the helper is checked too.
+    # The documented forms (api-facts §4.1), spelled out once so the helper is checked too.
     if mode.name == "webhook":
         assert mode.url("v3", ADD) == "https://portal.example/rest/api/1/abc123/" + ADD
         assert mode.url("v2", ADD) == "https://portal.example/rest/1/abc123/" + ADD
@@ -173,7 +173,7 @@ async def test_send_chat_message(client: ResultsClient, mode: AuthMode, mock: Mo
     url = mode.url("v3", CHAT_SEND)
     mock.post(url, payload=ok({"result": True}))
 
-    # The portal returns no message id for this method (facts §5.9).
+    # The portal returns no message id for this method (api-facts §5.9).
     assert await client.send_chat_message(42, "Hello") is None
 
     assert only_request(mock, url) == mode.body({"fields": {"taskId": 42, "text": "Hello"}})
@@ -210,7 +210,7 @@ async def test_call_v2(client: ResultsClient, mode: AuthMode, mock: MockPortal) 
 
 # -- REST v2 -----------------------------------------------------------------------------
 
-# A v2 item as the docs show it (facts §5.1 "v2 item"); v2 sends numbers as strings.
+# A v2 item as the docs show it (api-facts §5.1 "v2 item"); v2 sends numbers as strings.
 V2_ITEM = {
     "id": "3",
     "taskId": "42",
@@ -265,7 +265,7 @@ async def test_list_legacy(client: ResultsClient, mode: AuthMode, mock: MockPort
 async def test_list_legacy_new_task_card(
     client: ResultsClient, mode: AuthMode, mock: MockPortal
 ) -> None:
-    # With the new task card, v2 list returns every result with commentId 0 (facts §5).
+    # With the new task card, v2 list returns every result with commentId 0 (api-facts §5).
     mock.post(mode.url("v2", LIST), payload=ok([{**V2_ITEM, "commentId": 0}]))
     [result] = await client.list_legacy(42)
     assert result.comment_id == 0
@@ -273,7 +273,7 @@ async def test_list_legacy_new_task_card(
 
 async def test_add_from_comment(client: ResultsClient, mode: AuthMode, mock: MockPortal) -> None:
     url = mode.url("v2", ADD_FROM_COMMENT)
-    # The addFromComment answer carries ``files: null`` (facts §5.7).
+    # The addFromComment answer carries ``files: null`` (api-facts §5.7).
     mock.post(url, payload=ok({**V2_ITEM, "status": "0", "files": None}))
 
     result = await client.add_from_comment(100)
@@ -294,7 +294,7 @@ async def test_delete_from_comment(client: ResultsClient, mode: AuthMode, mock: 
     assert only_request(mock, url) == mode.body({"commentId": 100})
 
 
-# -- iter_results: keyset pagination (facts §4.3) ---------------------------------------
+# -- iter_results: keyset pagination (api-facts §4.3) ---------------------------------------
 
 
 def pages(mock: MockPortal, url: str, *page_ids: list[int]) -> None:
@@ -369,7 +369,7 @@ async def test_iter_results_filters_and_start(
 async def test_iter_results_a_page_below_the_documented_size_ends_the_walk(
     client: ResultsClient, mode: AuthMode, mock: MockPortal
 ) -> None:
-    # The docs' own example asks for pages of 10 (facts §5.6): no portal is
+    # The docs' own example asks for pages of 10 (api-facts §5.6): no portal is
     # assumed to cap below that, so a page of 1 is the end, with no extra request.
     url = mode.url("v3", LIST)
     pages(mock, url, [11])
@@ -424,7 +424,7 @@ async def test_iter_results_stops_on_short_page(
 async def test_iter_results_portal_caps_pages(
     client: ResultsClient, mode: AuthMode, mock: MockPortal
 ) -> None:
-    # Some v3 lists silently cap a page below the requested limit (facts §4.3): a
+    # Some v3 lists silently cap a page below the requested limit (api-facts §4.3): a
     # page of 12 when 20 were asked for is not the end; a page shorter than 12 is.
     url = mode.url("v3", LIST)
     pages(mock, url, list(range(1, 13)), list(range(13, 25)), [25, 26])

@@ -1,5 +1,5 @@
 """OAuth: refresh only on ``expired_token``, one refresh however many calls fail
-together, the rotated tokens handed to ``on_tokens`` (facts §7)."""
+together, the rotated tokens handed to ``on_tokens`` (api-facts §7)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ from ._portal import (
 ADD_URL = OAUTH.url("v3", "tasks.task.result.add")
 CALLS = 20
 
-# The token endpoint's answer to a refresh (facts §7).
+# The token endpoint's answer to a refresh (api-facts §7).
 TOKENS = {
     "access_token": NEW_ACCESS_TOKEN,
     "refresh_token": NEW_REFRESH_TOKEN,
@@ -106,7 +106,7 @@ def token_requests(mock: MockPortal) -> list[Any]:
 @pytest.mark.parametrize("callback_kind", ["sync", "async"])
 async def test_concurrent_expiry_refreshes_once(mock: MockPortal, callback_kind: str) -> None:
     # Two calls first: the scheduler sends a method's calls one at a time until
-    # replies have told it the method's cost (its operating budget, facts §2.2).
+    # replies have told it the method's cost (its operating budget, api-facts §2.2).
     portal = ExpiringPortal(together=CALLS, warm=2)
     mock.post(ADD_URL, callback=portal.handle, repeat=True)
     mock.get(TOKEN_URL_PATTERN, payload=TOKENS, repeat=True)
@@ -157,7 +157,7 @@ async def test_concurrent_expiry_refreshes_once(mock: MockPortal, callback_kind:
 
 
 async def test_rotated_refresh_token_is_used_next_time(mock: MockPortal) -> None:
-    # Refresh tokens rotate: the second refresh must send the new one (facts §7).
+    # Refresh tokens rotate: the second refresh must send the new one (api-facts §7).
     calls = {"n": 0}
 
     def portal(url: URL, **kwargs: Any) -> Any:
@@ -219,7 +219,7 @@ async def test_token_endpoint_html_raises_oauth_error(mock: MockPortal) -> None:
 
 
 async def test_no_refresh_on_other_auth_errors(mock: MockPortal) -> None:
-    # Only expired_token triggers a refresh (facts §7); a wrong token is final.
+    # Only expired_token triggers a refresh (api-facts §7); a wrong token is final.
     mock.post(ADD_URL, status=401, payload=v2_error("NO_AUTH_FOUND", "Wrong authorization data"))
     mock.get(TOKEN_URL_PATTERN, payload=TOKENS)
 
@@ -245,7 +245,7 @@ async def test_webhook_cannot_refresh(mock: MockPortal) -> None:
 
 async def test_secrets_go_only_where_they_belong(mock: MockPortal) -> None:
     # client_secret and the refresh token go to the OAuth server only, never to
-    # the portal, which may be self-hosted (facts §7).
+    # the portal, which may be self-hosted (api-facts §7).
     portal = ExpiringPortal(together=1)
     mock.post(ADD_URL, callback=portal.handle, repeat=True)
     mock.get(TOKEN_URL_PATTERN, payload=TOKENS)
@@ -271,7 +271,7 @@ async def test_oauth_client_repr_and_construction() -> None:
 # -- a failing token request: typed, and no secret in any text --------------------------
 #
 # The token request is a GET whose query carries client_secret and the refresh token
-# (facts §7), and aiohttp puts the full URL in some of its messages (a connect timeout
+# (api-facts §7), and aiohttp puts the full URL in some of its messages (a connect timeout
 # is "Connection timeout to host <url>"). Real sockets on 127.0.0.1 below: none of
 # these tests uses the ``mock`` fixture.
 

@@ -1,4 +1,4 @@
-"""Secrets stay secret (SPEC §2.7): webhook codes, access and refresh tokens and
+"""Secrets stay secret (design §2.7): webhook codes, access and refresh tokens and
 client secrets never appear in logs, reprs, exception messages or their causes."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The blocking facade works from plain code and from inside a running event loop
-(Jupyter, Django async views), where ``asyncio.run`` would refuse (SPEC §1)."""
+(Jupyter, Django async views), where ``asyncio.run`` would refuse (design §1)."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def test_clients_share_one_daemon_loop_thread(mock: MockPortal) -> None:
 @pytest.mark.slow
 def test_sync_clients_in_threads_share_one_bucket(make_fake_portal: MakeFakePortal) -> None:
     # Real-time standard limits: burst 50, drain 2/s. 90 adds from three clients in three
-    # threads fit only if the three pace against ONE bucket (SPEC §2.1): one bucket per
+    # threads fit only if the three pace against ONE bucket (design §2.1): one bucket per
     # client would each allow a burst of 50, and the portal would answer 503.
     running = make_fake_portal(config=PortalConfig(scale=1))
     errors: list[BaseException] = []

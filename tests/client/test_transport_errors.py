@@ -1,4 +1,4 @@
-"""Network failures become typed transport errors, retried only when safe (SPEC §2.4)."""
+"""Network failures become typed transport errors, retried only when safe (design §2.4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bad input never reaches the wire (SPEC §2.6): a clear error naming the field,
+"""Bad input never reaches the wire (design §2.6): a clear error naming the field,
 raised before any request, and nothing sent."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ CASES: list[tuple[str, Call, str]] = [
     ("delete-from-comment-str", lambda c: c.delete_from_comment("1"), "comment_id"),  # type: ignore[arg-type]
     ("delete-from-comment-float", lambda c: c.delete_from_comment(1.0), "comment_id"),  # type: ignore[arg-type]
     ("chat-zero-task", lambda c: c.send_chat_message(0, "Hi"), "task_id"),
-    # idempotency key (facts §4.1: 1-255 printable ASCII)
+    # idempotency key (api-facts §4.1: 1-255 printable ASCII)
     ("key-empty", lambda c: c.add(42, "Done", idempotency_key=""), "idempotency_key"),
     ("key-too-long", lambda c: c.add(42, "Done", idempotency_key="k" * 256), "idempotency_key"),
     ("key-non-ascii", lambda c: c.add(42, "Done", idempotency_key="ключ"), "idempotency_key"),

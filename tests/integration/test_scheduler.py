@@ -46,7 +46,7 @@ async def test_dropped_answers_are_replayed_not_repeated(make_fake_portal):
 
 
 async def test_second_tenant_draining_the_bucket_is_absorbed(make_fake_portal):
-    # Another app on our address takes 1.5 of the 2 requests/s (facts §1).
+    # Another app on our address takes 1.5 of the 2 requests/s (api-facts §1).
     running = make_fake_portal(scale=100, neighbour_rate=1.5)
     async with client_for(running) as client:
         await asyncio.gather(*(client.add(1 + i % 50, f"r{i}") for i in range(600)))

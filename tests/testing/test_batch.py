@@ -1,4 +1,4 @@
-"""Both batch forms and the two unsettled switches: rollback and billing (facts §3, §2.2)."""
+"""Both batch forms and the two unsettled switches: rollback and billing (api-facts §3, §2.2)."""
 
 from __future__ import annotations
 
@@ -230,7 +230,7 @@ def test_v2_batch_response_shape() -> None:
         "v3only": "tasks.task.result.add?fields[taskId]=1&fields[text]=x",
     }
     response = v2(portal, "batch", {"cmd": cmd, "halt": 0})
-    assert response.status == 200  # facts §3.1: 200 even when sub-requests fail
+    assert response.status == 200  # api-facts §3.1: 200 even when sub-requests fail
     body = response.json()
     result = body["result"]
     assert set(result) == {"result", "result_error", "result_total", "result_next", "result_time"}
@@ -239,7 +239,7 @@ def test_v2_batch_response_shape() -> None:
     assert result["result_error"]["bad"] == {"error": "0", "error_description": "Access denied."}
     assert result["result_error"]["v3only"]["error"] == "ERROR_METHOD_NOT_FOUND"
     # api-facts §3.1: `result_total` holds totals of methods that have one; the v2
-    # result list is a plain array without a total (§5.6), so there is none: [].
+    # result list is a plain array without a total (api-facts §5.6), so there is none: [].
     assert result["result_total"] == []
     assert result["result_next"] == []
     assert set(result["result_time"]) == {"list", "pin"}

@@ -142,7 +142,7 @@ def test_unknown_select_field_is_dropped_or_refused_by_the_switch() -> None:
 )
 @pytest.mark.parametrize("method", ["tasks.task.result.update", "tasks.task.result.delete"])
 def test_missing_result_reading(reading: str, status: int, code: str, method: str) -> None:
-    # api-facts §4.2 (ENTITYNOTFOUND, 400) vs §5.5 (the page lists only 403 on `id`).
+    # api-facts §4.2 (ENTITYNOTFOUND, 400) vs api-facts §5.5 (the page lists only 403 on `id`).
     portal, _ = make(missing_result=reading)
     response = v3(portal, method, {"id": 424242, "fields": {"text": "y"}})
     assert (response.status, v3_code(response)) == (status, code)
@@ -216,7 +216,7 @@ def test_update_and_delete_echo_the_key_and_reads_do_not() -> None:
         portal, "tasks.task.result.delete", {"id": result_id}, headers={"Idempotency-Key": "d-1"}
     )
     assert delete.headers["Idempotency-Key"] == "d-1"
-    # An error answer of a keyed write carries it too (errors are not stored: §4.1).
+    # An error answer of a keyed write carries it too (errors are not stored: api-facts §4.1).
     refused = v3(
         portal, "tasks.task.result.delete", {"id": result_id}, headers={"Idempotency-Key": "d-2"}
     )
@@ -231,7 +231,8 @@ def test_update_and_delete_echo_the_key_and_reads_do_not() -> None:
 
 def test_v2_batch_totals_only_for_methods_with_a_total_and_operating_always() -> None:
     # api-facts §3.1: `result_total` carries totals of list methods that have one (the
-    # v2 result list is a plain array, §5.6), serialised [] when empty; §2.1: `time`
+    # v2 result list is a plain array, api-facts §5.6), serialised [] when empty;
+    # api-facts §2.1: `time`
     # carries `operating`, also when every command failed.
     portal, _ = make()
     created(portal)
@@ -273,7 +274,7 @@ def test_batch_nested_in_a_v3_batch_is_405() -> None:
     ],
 )
 def test_v3_batch_limit_code_reading(reading: str, status: int, code: str) -> None:
-    # api-facts §3.2: the REST 3.0 batch limit has no documented code; §3.1/§6 give the
+    # api-facts §3.2: the REST 3.0 batch limit has no documented code; api-facts §3.1/§6 give the
     # v2 one. Both readings, nothing runs.
     portal, _ = make(batch_limit_error=reading, max_batch_commands=2)
     command = {"method": "tasks.task.result.add", "query": {"fields": {"taskId": 1, "text": "n"}}}

@@ -1,4 +1,4 @@
-"""Idempotency-Key on REST 3.0 writes (facts §4.1)."""
+"""Idempotency-Key on REST 3.0 writes (api-facts §4.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The leaky bucket (facts §1) and the operating budget (facts §2.2), on a hand-moved clock."""
+"""The leaky bucket (api-facts §1) and the operating budget (api-facts §2.2).
+
+Both on a hand-moved clock.
+"""
 
 from __future__ import annotations
 
@@ -136,7 +139,7 @@ def listing(portal: FakePortal, base: str | None = None) -> Any:
 def test_budget_lets_the_crossing_call_run_then_blocks() -> None:
     portal, _clock = make(plan="enterprise", method_costs=COSTLY)
     totals = [listing(portal)["time"]["operating"] for _ in range(5)]
-    # facts §2.2: operating is the running total including this call; the 5th call
+    # api-facts §2.2: operating is the running total including this call; the 5th call
     # found 400 <= 480 before it ran, so it ran and pushed the total to 500.
     assert totals == [100.0, 200.0, 300.0, 400.0, 500.0]
     blocked = v3(portal, "tasks.task.result.list", {"filter": [["taskId", 1]]})
@@ -161,7 +164,7 @@ def test_budget_unblocks_when_the_oldest_basket_expires() -> None:
     for _ in range(5):  # one call per one-minute basket, at t = 0, 60, ..., 240
         readings.append(listing(portal)["time"])
         clock.advance(60)
-    # facts §2.1: operating_reset_at is the expiry of the oldest basket: T0 + 600.
+    # api-facts §2.1: operating_reset_at is the expiry of the oldest basket: T0 + 600.
     assert {r["operating_reset_at"] for r in readings} == {int(T0) + 600}
     clock.now = T0 + 599.9
     assert listing(portal)["status"] == 429
@@ -175,7 +178,7 @@ def test_calls_within_one_basket_expire_together() -> None:
     portal, clock = make(plan="enterprise", method_costs=COSTLY)
     listing(portal)  # opens a basket at T0
     clock.advance(30)
-    listing(portal)  # same basket (facts §2.2: one-minute baskets)
+    listing(portal)  # same basket (api-facts §2.2: one-minute baskets)
     clock.advance(30)
     assert listing(portal)["time"]["operating_reset_at"] == int(T0) + 600
     clock.now = T0 + 600

@@ -1,4 +1,4 @@
-"""OAuth: access-token expiry, refresh-token rotation, the token endpoint (facts §7)."""
+"""OAuth: access-token expiry, refresh-token rotation, the token endpoint (api-facts §7)."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def test_refresh_returns_the_documented_fields_and_rotates() -> None:
         "user_id",
     }
     assert body["access_token"] != access
-    assert body["refresh_token"] != old_refresh  # facts §7: a new value, store it
+    assert body["refresh_token"] != old_refresh  # api-facts §7: a new value, store it
     assert body["expires_in"] == 3600
     assert body["expires"] == int(T0) + 4000 + 3600
     assert body["client_endpoint"] == "http://127.0.0.1:8024/rest/"

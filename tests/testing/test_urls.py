@@ -1,4 +1,4 @@
-"""URL forms, authentication and method resolution (facts §4.1, §6)."""
+"""URL forms, authentication and method resolution (api-facts §4.1, §6)."""
 
 from __future__ import annotations
 

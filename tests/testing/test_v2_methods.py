@@ -1,4 +1,4 @@
-"""Old REST methods: v2 shapes and the "0"/"100" error bodies (facts §5.1, §5.6-5.8)."""
+"""Old REST methods: v2 shapes and the "0"/"100" error bodies (api-facts §5.1, §5.6-5.8)."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def test_add_from_comment_pins_an_own_comment() -> None:
     item = response.json()["result"]
     assert (item["commentId"], item["taskId"], item["createdBy"]) == (comment, 2, 1)
     assert item["status"] == 0
-    assert item["files"] is None  # facts §5.7: null in this response
+    assert item["files"] is None  # api-facts §5.7: null in this response
     assert portal.ledger.created[0].method == "tasks.task.result.addfromcomment"
 
 
@@ -100,7 +100,7 @@ def test_add_from_comment_of_someone_else() -> None:
     portal, _ = make()
     theirs = own_comment(portal, author_id=3)
     v2_error(pin(portal, theirs), "0", "Access denied.")
-    # facts §5.7: an administrator may pin anyone's comment and becomes the author.
+    # api-facts §5.7: an administrator may pin anyone's comment and becomes the author.
     response = pin(portal, theirs, base=ADMIN_V2)
     assert response.json()["result"]["createdBy"] == 2
 
@@ -146,4 +146,4 @@ def test_new_task_card_refuses_comment_methods_and_zeroes_comment_ids() -> None:
     v2_error(unpin(portal, comment), "ERROR_CORE")
     add(portal, 2, "from v3")
     (item,) = v2(portal, "tasks.task.result.list", {"taskId": 2}).json()["result"]
-    assert item["commentId"] == 0  # facts §5: v2 list still works, commentId 0
+    assert item["commentId"] == 0  # api-facts §5: v2 list still works, commentId 0

@@ -1,4 +1,4 @@
-"""REST 3.0 methods: shapes, validation and error bodies (facts §4.2, §5.1-5.6, §5.9)."""
+"""REST 3.0 methods: shapes, validation and error bodies (api-facts §4.2, §5.1-5.6, §5.9)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+03:00$")
 
 
 def assert_v3_error(response: PortalResponse, status: int, code: str, message: str = "") -> Any:
-    """facts §4.2: HTTP 4xx, ``error.code`` with the prefix, and no ``result`` key."""
+    """api-facts §4.2: HTTP 4xx, ``error.code`` with the prefix, and no ``result`` key."""
     assert response.status == status, response.body
     body = response.json()
     assert set(body) == {"error"}
@@ -183,7 +183,7 @@ def test_addfromchatmessage_errors() -> None:
     denied = v3(portal, "tasks.task.result.addfromchatmessage", {"fields": {"messageId": hidden}})
     assert_v3_error(denied, 403, "ACCESSDENIEDEXCEPTION")
     # The method page (api-facts §5.3): a missing `messageId` is DTOVALIDATIONEXCEPTION,
-    # like any missing required field of a DTO (§5.2), and `fileIds` is "not available
+    # like any missing required field of a DTO (api-facts §5.2), and `fileIds` is "not available
     # for filling", DTOVALIDATIONEXCEPTION too, not an unknown property.
     missing = v3(portal, "tasks.task.result.addfromchatmessage", {"fields": {}})
     assert_v3_error(missing, 400, "VALIDATION_DTOVALIDATIONEXCEPTION", "`messageId`")
@@ -232,7 +232,7 @@ def test_update_and_delete_by_someone_else_are_access_denied() -> None:
     assert_v3_error(
         v3(portal, "tasks.task.result.delete", {"id": theirs}), 403, "ACCESSDENIEDEXCEPTION"
     )
-    # Not even an administrator: facts §5.4/§5.5 say the author.
+    # Not even an administrator: api-facts §5.4/§5.5 say the author.
     admin = v3(portal, "tasks.task.result.delete", {"id": theirs}, base=ADMIN_V3)
     assert_v3_error(admin, 403, "ACCESSDENIEDEXCEPTION")
     query = {"filter": [["taskId", 1]], "select": ["id", "rights"]}
@@ -322,7 +322,7 @@ def test_list_returns_items_only() -> None:
     made = seeded(portal)
     seeded(portal, 2, task_id=2)
     result = listing(portal).json()["result"]
-    assert list(result) == ["items"]  # facts §4.3: no total, no next
+    assert list(result) == ["items"]  # api-facts §4.3: no total, no next
     assert [item["id"] for item in result["items"]] == made
 
 
@@ -427,7 +427,7 @@ def test_chat_message_send_returns_no_message_id() -> None:
     payload = {"fields": {"taskId": 4, "text": "Result is in the chat"}}
     response = v3(portal, "tasks.task.chat.message.send", payload)
     assert response.status == 200
-    assert response.json()["result"] == {"result": True}  # facts §5.9: no messageId
+    assert response.json()["result"] == {"result": True}  # api-facts §5.9: no messageId
     message = portal.chat_messages(4)[-1]
     assert (message["text"], message["authorId"]) == ("Result is in the chat", 1)
     pinned = v3(

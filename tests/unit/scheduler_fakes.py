@@ -5,8 +5,8 @@ Nothing here touches the network: replies are ``Reply`` objects with chosen
 the virtual loop's (``bitrix_results.testing.virtual_time``).
 
 ``PortalModel`` is written from the facts file, independently of the client
-and of the fake portal package: a leaky bucket (facts §1) and ten-basket
-operating budgets (facts §2.2).
+and of the fake portal package: a leaky bucket (api-facts §1) and ten-basket
+operating budgets (api-facts §2.2).
 """
 
 from __future__ import annotations
@@ -166,13 +166,13 @@ class _Basket:
 
 @dataclass
 class PortalModel:
-    """The portal's two limits, enforced on virtual time (facts §1, §2.2).
+    """The portal's two limits, enforced on virtual time (api-facts §1, §2.2).
 
     ``cost`` is charged per unit of the billed key: ``billed="nested"`` charges a
     batch's commands to the nested method, ``"batch"`` charges the whole batch's
-    cost to ``batch`` (facts §2.2: unresolved, so tests try both). ``latency`` is
+    cost to ``batch`` (api-facts §2.2: unresolved, so tests try both). ``latency`` is
     split evenly before and after execution. ``neighbour`` requests per second
-    of another tenant behind our address (facts §1) keep the bucket fuller.
+    of another tenant behind our address (api-facts §1) keep the bucket fuller.
     """
 
     limits: Limits

@@ -1,4 +1,4 @@
-"""ideal_finish_time against SPEC §4's closed forms."""
+"""ideal_finish_time against design §4's closed forms."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def test_bucket_only_closed_form(limits: Limits, requests: int) -> None:
 @pytest.mark.parametrize("requests", [1, 2, 100, 1000, 5000])
 def test_operating_staircase_closed_form(cost: float, requests: int) -> None:
     # Each window of W admits n = floor(L / c) + 1 calls: the call that crosses
-    # the limit still runs (facts §2.2), all at the window's first instant.
+    # the limit still runs (api-facts §2.2), all at the window's first instant.
     per_window = math.floor(NO_BUCKET.operating_limit / cost + 1e-9) + 1
     expected = ((requests - 1) // per_window) * NO_BUCKET.operating_window
     assert ideal_finish_time(requests, NO_BUCKET, cost=cost) == pytest.approx(expected)

@@ -47,7 +47,7 @@ def test_thousand_concurrent_calls_burst_then_drain_exactly() -> None:
     assert len(times) == 1000
     # The first `capacity` go at once ...
     assert times[:capacity] == [0.0] * capacity
-    # ... then exactly one every 1/Y seconds (facts §1: Y = 2/s).
+    # ... then exactly one every 1/Y seconds (api-facts §1: Y = 2/s).
     for k, at in enumerate(times[capacity:], start=1):
         assert at == pytest.approx(k / STANDARD.drain_per_second, abs=1e-6)
 

@@ -78,7 +78,7 @@ def test_operating_bound_run_is_within_5_percent_of_ideal_and_never_refused(
 
 @pytest.mark.parametrize("billed", ["nested", "batch"])
 def test_batch_run_is_within_5_percent_whoever_is_billed(billed: str) -> None:
-    # facts §2.2: the portal may bill a batch to its nested method or to `batch`.
+    # api-facts §2.2: the portal may bill a batch to its nested method or to `batch`.
     portal = PortalModel(STANDARD, cost=0.1, jitter=0.2, latency=0.05, billed=billed)
     elapsed, _ = bulk(portal, 250, call=batch_call)
     ideal = ideal_finish_time(250, STANDARD, cost=0.1, units_per_request=50)
@@ -97,7 +97,7 @@ def test_portal_without_counters_is_paced_by_the_bucket_only() -> None:
 
 
 def test_portal_without_counters_that_still_enforces_is_handled_by_429() -> None:
-    # Counters absent but the limit enforced: we can only react to 429 (facts
+    # Counters absent but the limit enforced: we can only react to 429 (api-facts
     # §2.1), holding one basket each time; every call still completes once.
     portal = PortalModel(STANDARD, cost=5.0, report=False)
     elapsed, s = bulk(portal, 200)

@@ -1,6 +1,6 @@
 """Retry safety that needs the call, not just the error (retry.classify_call).
 
-- A 429 on a write batch may follow executed commands (SPEC §3: the portal may
+- A 429 on a write batch may follow executed commands (design §3: the portal may
   keep a failing batch's earlier commands): never re-sent blindly.
 - Once an attempt of a write was ambiguous, every way of giving up is
   OutcomeUnknownError: a fatal error, exhausted retries, a failed token refresh.
