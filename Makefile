@@ -18,8 +18,8 @@ demo: $(STAMP)
 	$(VENV)/bin/bitrix-results demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff format --check bitrix_results tests benchmarks
-	$(VENV)/bin/ruff check bitrix_results tests benchmarks
+	$(VENV)/bin/ruff format --check bitrix_results tests benchmarks tools
+	$(VENV)/bin/ruff check bitrix_results tests benchmarks tools
 
 types: $(STAMP)
 	$(VENV)/bin/mypy --strict bitrix_results
