@@ -1,8 +1,8 @@
 """Configuration of the fake portal: the plan, the limits, the time scale and the faults.
 
 Every number that comes from the API is cited to its section of
-``docs/api-facts.md`` (``api-facts`` and a section number, below). Everything the facts leave open is a switch, so a client can be
-tested under each reading: batch billing, batch rollback, whether ``time`` carries the
+``docs/api-facts.md`` (``api-facts`` and a section number, below). Everything
+the facts leave open is a switch, so a client can be tested under each reading: batch billing, batch rollback, whether ``time`` carries the
 operating counters, the new task card.
 
 Scale: the portal runs on real wall time, and ``scale=S`` divides every *time constant*
