@@ -2,8 +2,9 @@
 
 Every number that comes from the API is cited to its section of
 ``docs/api-facts.md`` (``api-facts`` and a section number, below). Everything
-the facts leave open is a switch, so a client can be tested under each reading: batch billing, batch rollback, whether ``time`` carries the
-operating counters, the new task card.
+the facts leave open is a switch, so a client can be tested under each reading:
+batch billing, batch rollback, whether ``time`` carries the operating counters,
+the new task card.
 
 Scale: the portal runs on real wall time, and ``scale=S`` divides every *time constant*
 by ``S``. Rates are multiplied by ``S``, windows, limits, costs and lifetimes divided by
