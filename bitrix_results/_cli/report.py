@@ -168,7 +168,10 @@ def write_failures(
     keeps its ``line`` and ``raw`` text, with null fields to fill in.
     """
     written = 0
-    with path.open("w", encoding="utf-8") as fh:
+    # A lone surrogate (a JSONL row's "\ud800") cannot be UTF-8; written back as
+    # its JSON escape it keeps the row exact and importable instead of aborting
+    # the report after the good rows were created.
+    with path.open("w", encoding="utf-8", errors="backslashreplace") as fh:
         for line, reason, raw in unreadable:
             row: dict[str, object] = {
                 "task_id": None,

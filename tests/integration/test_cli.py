@@ -367,3 +367,23 @@ def test_import_summary_bound_counts_the_operating_budget(make_fake_portal, tmp_
     bound = float(bound_line.split("│")[2].split()[0])
     window = running.portal.config.effective_window
     assert bound >= 2 * window
+
+
+def test_import_row_with_lone_surrogate_is_written_to_failures(webhook, tmp_path, capsys):
+    # A JSONL escape "\ud800" decodes to a lone surrogate, which UTF-8 cannot
+    # encode: writing the failures file used to abort the command (exit 2, a raw
+    # codec message, no summary) after the good rows were created.
+    source = tmp_path / "rows.jsonl"
+    source.write_text(
+        '{"task_id": 1, "text": "ok one"}\n'
+        '{"task_id": 1, "text": "\\ud800"}\n'
+        '{"task_id": 1, "text": "ok two"}\n',
+        encoding="utf-8",
+    )
+    code = _import(source)
+    _out, err = capsys.readouterr()
+    assert code == 1, err
+    assert webhook.portal.stats().results_created == 2
+    failures = _failures(tmp_path / "rows.jsonl.failed.jsonl")
+    assert [(f["task_id"], f["text"]) for f in failures] == [(1, "\ud800")]
+    assert "surrogate" in failures[0]["error"]
