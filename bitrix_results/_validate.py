@@ -155,9 +155,15 @@ def json_params(field: str, value: object) -> None:
 
 
 def _json_value(field: str, value: object, path: str, depth: int) -> None:
-    if value is None or isinstance(value, bool | int):
+    if value is None or isinstance(value, bool):
         return
     where = f" at {path}" if path else ""
+    if isinstance(value, int):
+        # The portal reads JSON numbers into 64-bit integers (PHP): a larger one
+        # would arrive as a rounded float, a different id than the one meant.
+        if not -(2**63) <= value < 2**63:
+            raise InvalidInputError(field, f"holds an int outside 64 bits ({_big(value)}){where}")
+        return
     if isinstance(value, str):
         if not value.isascii():
             try:

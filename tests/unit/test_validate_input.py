@@ -281,3 +281,11 @@ def test_loopback_is_only_literal_addresses_and_exactly_localhost(
     host: str, loopback: bool
 ) -> None:
     assert is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize("number", [2**63, -(2**63) - 1, 2**100])
+def test_params_with_an_int_past_64_bits_are_refused(number: int) -> None:
+    # The portal would read it as a rounded float: another id than the one meant.
+    with pytest.raises(InvalidInputError, match=r"outside 64 bits.*at \['filter'\]\[0\]"):
+        check.json_params("params", {"filter": [number]})
+    check.json_params("params", {"filter": [2**63 - 1, -(2**63)]})
