@@ -154,7 +154,6 @@ def test_params_the_encoder_supports_are_accepted() -> None:
         "uid": uuid.UUID(int=1),
         "point": _Point(3),
         "ratio": 0.5,
-        "big": 2**70,
         "none": None,
         "flag": True,
     }
