@@ -1,7 +1,7 @@
 """What the job owns: entries and their keys, the watermark, claimed ids, journal writes.
 
 A batch whose answer is lost is settled by matching the task's results above
-the batch's watermark against its items (see ``delivery.py``). That only works
+the batch's watermark against its items (see ``reconcile.py``). That only works
 if the job knows which results are already its own: the *claimed* ids. They are
 kept while a reconciliation might need them and pruned after, so a stream of
 millions stays in bounded memory.

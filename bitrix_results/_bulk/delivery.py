@@ -3,18 +3,15 @@
 - A **single** is one keyed ``tasks.task.result.add``: a re-send with the same
   key is replayed by the portal, never repeated (api-facts §4.1).
 - A **batch** carries up to 50 adds that no key protects (api-facts §3.2). When
-  it fails or its answer is lost, :meth:`Delivery.after_batch` *reconciles*: with
-  the batch's tasks frozen (no other request of the job touches them), it lists
-  their results above the batch's watermark (result ids only grow, so anything
-  the batch created is above it), matches them by text to the batch's items,
-  skipping results the job already owns, and re-sends the unmatched ones.
-- A batch the portal **refused** because of some of its rows is split: the
-  rows the reconciliation did not find go again as two halves (recursively), so
-  a bad row costs O(log n) extra requests and the good rows stay batched.
-- Some failures are the whole job's, not an item's: credentials the portal
-  refuses (wrong, revoked, lacking scope), a service the portal blocked, or a
-  portal that could not be connected to several times in a row. They stop the
-  job at once (:class:`JobStopped`) instead of failing every item in turn.
+  it fails or its answer is lost, :meth:`Delivery.after_batch` settles it: the
+  :class:`~.reconcile.Reconciler` claims what exists, and the rest is sent
+  again as ``splitting.py`` plans it (a refused batch is split, so a bad row
+  costs O(log n) extra requests and the good rows stay batched).
+- Failures that are the whole job's stop it at once (see ``health.py``).
+
+:class:`Delivery` is the coordinator: it owns the job's :class:`~.gate.TaskGate`,
+its :class:`~.health.JobHealth` and its :class:`~.reconcile.Reconciler`, and
+counts the requests carrying adds.
 """
 
 from __future__ import annotations
@@ -33,39 +30,21 @@ from ..errors import (
     OutcomeUnknownError,
     PortalError,
 )
-from ..models import ItemBody, TaskResult
+from ..models import ItemBody
 from .claims import Claims, Entry
 from .gate import TaskGate
+from .health import UNREACHABLE_AFTER, JobHealth
 from .port import BulkPort
-from .read import read_v3, stops_job
+from .reconcile import Reconciler
+from .splitting import plan_resend
 from .types import ADD, Outcome
 
-__all__ = [
-    "UNKNOWN_ROUNDS",
-    "UNREACHABLE_AFTER",
-    "Delivery",
-    "JobStopped",
-    "Reconciled",
-    "stops_job",
-]
+__all__ = ["UNKNOWN_ROUNDS", "Delivery"]
 
 # Sends of one keyed item whose outcome stayed unknown after the scheduler's own
 # retries (each send is the scheduler's whole retry policy: the job must not
 # multiply it). Between two sends the job looks at the task to settle it.
 UNKNOWN_ROUNDS = 3
-
-# Connect failures in a row, with no success between, after which the portal is
-# taken to be unreachable and the job stops. Each one already is the scheduler's
-# whole retry policy for one request.
-UNREACHABLE_AFTER = 3
-
-
-class JobStopped(Exception):
-    """The job must stop at once for ``cause``; the work in flight is abandoned."""
-
-    def __init__(self, cause: BitrixError) -> None:
-        super().__init__(cause)
-        self.cause = cause
 
 
 class _StillUnknown(Exception):
@@ -76,20 +55,6 @@ class _StillUnknown(Exception):
         self.error = error
 
 
-class Reconciled:
-    """What a reconciliation found for a group of entries."""
-
-    __slots__ = ("absent", "settled", "unreadable")
-
-    def __init__(self) -> None:
-        #: Outcomes of entries whose result exists (now claimed).
-        self.settled: list[Outcome] = []
-        #: Entries with no result of theirs on the portal.
-        self.absent: list[Entry] = []
-        #: Entries whose task the portal would not list, with its error.
-        self.unreadable: list[tuple[Entry, BitrixError]] = []
-
-
 class Delivery:
     """Sends entries through a :class:`BulkPort` and settles each one exactly."""
 
@@ -97,75 +62,14 @@ class Delivery:
         self.port = port
         self.claims = claims
         self.gate = TaskGate()
-        # One reconciliation at a time: two could otherwise claim one result.
-        self._reconciling = anyio.Lock()
-        # The job's own paging rule: what it learns of page sizes stays in the job.
-        self._rule = rule or PageRule()
+        self.health = JobHealth()
+        self.reconciler = Reconciler(port, claims, self.gate, self.health, rule=rule)
         #: Rows a failed or lost batch left absent that were sent again (each once).
         self.resent = 0
         #: Requests carrying adds that the job handed to the port (a batch is one),
         #: and the adds they carried: what the bound of ``BulkReport`` is for.
         self.add_requests = 0
         self.add_commands = 0
-        # Connect failures since the last request that reached the portal.
-        self._unreachable = 0
-        #: Set when the job is stopped: every unit stops before its next request.
-        self.stopped: BitrixError | None = None
-
-    # -- the job's health ------------------------------------------------------------
-
-    def _stop(self, cause: BitrixError) -> JobStopped:
-        if self.stopped is None:
-            self.stopped = cause
-        return JobStopped(self.stopped)
-
-    def _reached(self) -> None:
-        """A request reached the portal: the run of connect failures is over."""
-        self._unreachable = 0
-
-    def _failed(self, error: BitrixError) -> None:
-        """Look at a request's failure: raise :class:`JobStopped` if it is the job's."""
-        if stops_job(error):
-            raise self._stop(error)
-        if isinstance(error, ConnectError):
-            self._unreachable += 1
-            if self._unreachable >= UNREACHABLE_AFTER:
-                unreachable = ConnectError(
-                    f"portal unreachable: {self._unreachable} requests in a row could not "
-                    f"connect ({error})"
-                )
-                if hasattr(error, "reason"):
-                    # The cause (refused, DNS, TLS) of the last failure, kept.
-                    setattr(unreachable, "reason", error.reason)  # noqa: B010
-                unreachable.__cause__ = error
-                raise self._stop(unreachable)
-        else:
-            # Any other answer came from the portal.
-            self._reached()
-
-    def _check_stopped(self) -> None:
-        if self.stopped is not None:
-            raise JobStopped(self.stopped)
-
-    async def _look(self, entries: list[Entry], watermark: int) -> Reconciled:
-        """:meth:`reconcile`, with the job's failures told apart from the tasks' own."""
-        for _ in range(UNREACHABLE_AFTER):
-            self._check_stopped()
-            try:
-                found = await self.reconcile(entries, watermark)
-            except ConnectError as exc:
-                # Nothing reached the portal: look again (or stop, if it is down).
-                self._failed(exc)
-                continue
-            except BitrixError as exc:
-                self._failed(exc)
-                raise
-            for _, error in found.unreadable:
-                self._failed(error)
-            if not found.unreadable:
-                self._reached()
-            return found
-        raise self._stop(ConnectError("portal unreachable: the reconciliation could not connect"))
 
     # -- singles -------------------------------------------------------------------
 
@@ -199,7 +103,7 @@ class Delivery:
                         raise lost
                     raise OutcomeUnknownError(ADD, lost)
                 # Look at the task (frozen: nothing of ours in flight there).
-                found = await self._look([entry], mark)
+                found = await self.reconciler.look([entry], mark)
                 if found.unreadable:
                     # The portal will not list the task: it holds nothing of ours.
                     return self.claims.failed(found.unreadable)
@@ -217,7 +121,7 @@ class Delivery:
         """
         connect_failures = 0
         while True:
-            self._check_stopped()
+            self.health.check()
             self.add_requests += 1
             self.add_commands += 1
             try:
@@ -225,12 +129,12 @@ class Delivery:
                     entry.item.task_id, entry.item.text, idempotency_key=entry.key
                 )
             except (OutcomeUnknownError, DecodeError) as exc:
-                self._failed(exc)
+                self.health.failed(exc)
                 raise _StillUnknown(exc) from None
             except ConnectError as exc:
                 # It never reached the portal: send it again (same key), unless
                 # the portal is down (the job stops) or this item never gets through.
-                self._failed(exc)
+                self.health.failed(exc)
                 connect_failures += 1
                 if connect_failures < UNREACHABLE_AFTER:
                     continue
@@ -238,14 +142,14 @@ class Delivery:
                     raise _StillUnknown(exc) from None
                 return self.claims.failed([(entry, exc)])
             except BitrixError as exc:
-                self._failed(exc)
+                self.health.failed(exc)
                 if maybe_sent:
                     # An earlier send may have executed it: a refusal now does
                     # not prove that nothing exists.
                     raise _StillUnknown(exc) from None
                 # The portal refused it (or it never left): nothing was created.
                 return self.claims.failed([(entry, exc)])
-            self._reached()
+            self.health.reached()
             return self.claims.created([(entry, result)])
 
     # -- batches -------------------------------------------------------------------
@@ -276,7 +180,7 @@ class Delivery:
         with ExitStack() as hold:
             connect_failures = 0
             while True:
-                self._check_stopped()
+                self.health.check()
                 async with self.gate.use(tasks):
                     if connect_failures == 0:
                         mark = self.claims.watermark
@@ -291,21 +195,21 @@ class Delivery:
                     except ConnectError as exc:
                         # Nothing reached the portal (an earlier attempt that might
                         # have would make it OutcomeUnknownError): send it as is.
-                        self._failed(exc)
+                        self.health.failed(exc)
                         connect_failures += 1
                         if connect_failures < UNREACHABLE_AFTER:
                             continue
                         bodies = None
                     except PortalError as exc:
                         # A command was refused; the batch rolled back or kept a prefix.
-                        self._failed(exc)
+                        self.health.failed(exc)
                         bodies, refused = None, True
                     except BitrixError as exc:
                         # The answer was lost (or unreadable): any prefix may have run.
-                        self._failed(exc)
+                        self.health.failed(exc)
                         bodies = None
                     else:
-                        self._reached()
+                        self.health.reached()
                     if bodies is not None and len(bodies) == len(entries):
                         pairs = zip(entries, bodies, strict=True)
                         return self.claims.created([(e, b.item) for e, b in pairs])
@@ -325,40 +229,17 @@ class Delivery:
     ) -> list[Outcome]:
         """Settle a batch whose outcome is not known item by item.
 
-        What exists is claimed; the rest is sent again. When only the answer was
-        lost, the rest go as a batch again. When the portal refused a command,
-        the batch is split so the bad rows fail alone, each with its own error,
-        at O(log n) extra requests each, while the good rows stay batched:
-
-        - if the batch kept the prefix before the refused command (one reading
-          of design §3), the reconciliation found that prefix and the refused
-          command is the first row it did not find: it goes alone, the rest as
-          one batch;
-        - if nothing of the batch exists (it rolled back, the other reading),
-          the rows go again as two halves, and a half that is refused again is
-          split the same way, down to single rows.
+        What exists is claimed; the rest is sent again, as one batch when only
+        the answer was lost, split when the portal refused a command (see
+        ``splitting.py``).
         """
-        found = await self._look(entries, watermark)
+        found = await self.reconciler.look(entries, watermark)
         settled = found.settled
-        order = {id(e): n for n, e in enumerate(entries)}
-        absent = sorted(found.absent, key=lambda e: order[id(e)])
-        # Sent alone, an item on a task the portal will not list gets its own error.
-        alone = [entry for entry, _ in found.unreadable]
-        groups: list[list[Entry]] = []
-        if refused and settled and absent:
-            alone.append(absent[0])
-            groups.append(absent[1:])
-        elif refused:
-            half = (len(absent) + 1) // 2
-            groups += [absent[:half], absent[half:]]
-        elif attempt + 1 >= UNKNOWN_ROUNDS:
-            alone += absent
-        else:
-            groups.append(absent)
-        alone += [group[0] for group in groups if len(group) == 1]
-        groups = [group for group in groups if len(group) > 1]
+        resend = plan_resend(
+            entries, found, refused=refused, last_round=attempt + 1 >= UNKNOWN_ROUNDS
+        )
         if not again:
-            self.resent += len(alone) + sum(len(group) for group in groups)
+            self.resent += len(resend)
         async with anyio.create_task_group() as tg:
 
             async def single(entry: Entry) -> None:
@@ -368,9 +249,9 @@ class Delivery:
                 # A refused batch's halves start their own rounds of lost answers.
                 settled.extend(await self.batch(group, 0 if refused else attempt + 1, again=True))
 
-            for entry in alone:
+            for entry in resend.alone:
                 tg.start_soon(single, entry)
-            for group in groups:
+            for group in resend.groups:
                 tg.start_soon(batch, group)
         return settled
 
@@ -378,56 +259,3 @@ class Delivery:
         """Settle a batch a previous run left in flight at ``watermark``."""
         with self.claims.holding(watermark):
             return await self.after_batch(entries, watermark, refused=False, attempt=0)
-
-    async def reconcile(self, entries: list[Entry], watermark: int) -> Reconciled:
-        """Find which of ``entries`` exist on the portal, with their tasks frozen.
-
-        An entry whose task the portal would not list is *unreadable*: an add to
-        such a task would be refused too, so nothing of it exists.
-        """
-        tasks = sorted({e.item.task_id for e in entries})
-        found = Reconciled()
-        async with self._reconciling, self.gate.frozen(set(tasks)):
-            # One batch of list calls reads up to 50 tasks (api-facts §3.2).
-            listed = {
-                t.task_id: t
-                for t in await read_v3(self.port, tasks, rule=self._rule, after=watermark)
-            }
-            for task_id in tasks:
-                mine = [e for e in entries if e.item.task_id == task_id]
-                read = listed[task_id]
-                if read.error is not None:
-                    found.unreadable += [(e, read.error) for e in mine]
-                    continue
-                found.settled += self.claims.created(
-                    self.match(mine, read.results, watermark, found.absent),  # type: ignore[arg-type]
-                    answered=False,
-                )
-        return found
-
-    def match(
-        self, entries: list[Entry], results: list[TaskResult], watermark: int, absent: list[Entry]
-    ) -> list[tuple[Entry, TaskResult]]:
-        """Pair ``entries`` of one task with the results that can only be theirs.
-
-        A result is a candidate when it is above the watermark (created after the
-        unit was sent), not already owned by the job (claimed now or journaled by
-        an earlier run), and written by the client's own user: another user's, or
-        a result the portal says is someone else's, with the same text must never
-        be taken for ours (it would report an item created that never was). Among
-        candidates, each entry takes the oldest one with its text. Entries left
-        without one go to ``absent``.
-        """
-        owned = self.claims.owned(entries[0].item.task_id, watermark)
-        free = [
-            r for r in results if r.id > watermark and r.id not in owned and self.claims.ours(r)
-        ]
-        matched: list[tuple[Entry, TaskResult]] = []
-        for entry in entries:
-            hit = next((r for r in free if r.text == entry.item.text), None)
-            if hit is None:
-                absent.append(entry)
-            else:
-                free.remove(hit)
-                matched.append((entry, hit))
-        return matched

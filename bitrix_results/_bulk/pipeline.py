@@ -6,7 +6,7 @@ journal of another input, an exception in ``on_progress``) stops the feeding;
 the work in flight still settles and is reported, then the error is raised.
 
 A failure of the whole job (credentials the portal refuses, a portal that
-cannot be reached: see ``delivery.py``) stops it at once instead: the work in
+cannot be reached: see ``health.py``) stops it at once instead: the work in
 flight is abandoned, its items are neither created nor failed in the outcomes
 (a journal keeps them pending for the next run), and the error is raised.
 """
@@ -28,7 +28,8 @@ from .. import _validate as check
 from ..errors import InvalidInputError
 from ..models import NewResult
 from .claims import PRUNE_AT, Claims, Entry, digest, key_for
-from .delivery import Delivery, JobStopped
+from .delivery import Delivery
+from .health import JobStopped
 from .journal import Journal
 from .port import BulkPort
 from .streams import aiter_any, send, unwrap

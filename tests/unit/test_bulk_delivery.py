@@ -75,7 +75,7 @@ async def test_results_the_job_owns_are_never_matched_twice() -> None:
     # A later item with the same text that never reached the portal: the only
     # "same" above the watermark is the job's own, so the item is absent.
     second = entries([NewResult(1, "same")], start=1)
-    found = await delivery.reconcile(second, watermark=0)
+    found = await delivery.reconciler.reconcile(second, watermark=0)
     assert found.settled == []
     assert found.absent == second
 

@@ -9,7 +9,7 @@ import pytest
 from bulk_fakes import FakePort
 
 from bitrix_results import Limits
-from bitrix_results._bulk.delivery import UNREACHABLE_AFTER
+from bitrix_results._bulk.health import UNREACHABLE_AFTER
 from bitrix_results._bulk.read import FIRST_WAVE, results_of_many
 from bitrix_results._scheduler import BucketStatistics, BudgetStatistics, SchedulerStatistics
 from bitrix_results.bulk import BulkReport, bulk_add
