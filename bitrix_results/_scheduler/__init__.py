@@ -6,6 +6,11 @@
 - ``retry.py``: which failures are safe to retry; :class:`RetryPolicy`.
 - ``backends.py`` / ``redis.py``: where the state lives (one process / many).
 - ``scheduler.py``: :class:`Scheduler`, the one place calls go through.
+- ``attempts.py``: one attempt of a call (admission, bucket, send, settling)
+  and the counters ``statistics()`` reports.
+- ``retrying.py``: one call's retry history: caps, backoff, token refreshes,
+  the 429 deadline, the settle time of a keyed write.
+- ``slots.py``: first-come, first-served concurrency slots.
 - ``stats.py``: the frozen ``statistics()`` snapshots.
 - ``clock.py``: injectable time (virtual time for tests is
   ``bitrix_results.testing.virtual_time``).

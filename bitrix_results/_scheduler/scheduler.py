@@ -6,7 +6,7 @@ One logical call, start to finish::
           ▲                                                         │
           └────────── retry (safe, or ambiguous + idempotent) ◄─────┘
 
-- **Concurrency + budget**: take one of ``concurrency`` slots (``_Slots``, a
+- **Concurrency + budget**: take one of ``concurrency`` slots (``slots.Slots``, a
   first-come, first-served semaphore), then ask the budget to admit the call on
   every operating-budget key (``call.budget_keys()``, per credential; ``budget.py``).
   Refused, the call gives its slot back while it waits, so a held key holds
@@ -16,11 +16,15 @@ One logical call, start to finish::
   sending, never after (a batch is one request, facts §1).
 - **Learn**: the reply's ``time`` updates the budget; 503 marks the bucket
   full and slows it; 429 holds the key until the reset.
-- **Retry**: ``retry.py`` decides what may be sent again; the same ``Call``
+- **Retry**: ``retry.py`` decides what may be sent again, ``retrying.py``
+  when (caps, backoff, the 429 deadline, settle time); the same ``Call``
   object is resent, so a REST 3.0 write keeps its Idempotency-Key. An expired
   token is refreshed before the resend, and a failed refresh is classified like
   any other failure. Once an attempt of a write may have executed, giving up
   raises ``OutcomeUnknownError`` whatever the last failure was.
+
+``Scheduler`` holds the retry loop; one attempt (admission, bucket, send,
+learning, settling) and the counters are ``attempts.py``.
 """
 
 from __future__ import annotations
