@@ -199,14 +199,14 @@ class Attempts:
                 reply = await transport.send(call)
             except RateLimitError:
                 # 503: another tenant on our address fills the portal's bucket
-                # (facts §1). Nothing executed; the retry is paced by the bucket.
+                # (api-facts §1). Nothing executed; the retry is paced by the bucket.
                 self.rate_limit_hits += 1
                 await backend.rate_limited(portal, self._bucket, reservation, clock)
                 raise
             except OperatingLimitError:
-                # 429: the key is held until its reset (facts §2.2). The refused
+                # 429: the key is held until its reset (api-facts §2.2). The refused
                 # call did not run, but a batch's earlier commands may have
-                # (SPEC §3): retry.classify_call decides whether to resend.
+                # (design §3): retry.classify_call decides whether to resend.
                 self.operating_limit_hits += 1
                 self._limited.update(key for key, _ in keys)
                 settlement = _OPERATING_LIMIT

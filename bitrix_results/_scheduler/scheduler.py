@@ -13,7 +13,7 @@ One logical call, start to finish::
   only the calls that use it; admitted, it keeps the slot, so calls admitted
   but not yet answered are bounded by ``concurrency``.
 - **Bucket**: reserve one request in the portal's leaky bucket right before
-  sending, never after (a batch is one request, facts §1).
+  sending, never after (a batch is one request, api-facts §1).
 - **Learn**: the reply's ``time`` updates the budget; 503 marks the bucket
   full and slows it; 429 holds the key until the reset.
 - **Retry**: ``retry.py`` decides what may be sent again, ``retrying.py``
@@ -59,7 +59,7 @@ class Scheduler:
     """Paces calls to the portal's limits and retries what is safe to retry.
 
     A client builds its own from its options; build one yourself to share it
-    between clients or to keep the limits' state in Redis (SPEC §2.5).
+    between clients or to keep the limits' state in Redis (design §2.5).
 
     Args:
         limits: The portal's bucket and budget.
@@ -193,7 +193,7 @@ class Scheduler:
             refreshing = expired is not None
             try:
                 if expired is not None:
-                    # facts §7: on expired_token refresh, then repeat the same call.
+                    # api-facts §7: on expired_token refresh, then repeat the same call.
                     await transport.refresh_auth(expired)
                     expired = None
                     refreshing = False
