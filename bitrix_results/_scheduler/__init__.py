@@ -4,7 +4,7 @@
 - ``bucket.py``: the leaky bucket on aiolimiter, 503 reaction (AIMD).
 - ``budget.py``: the operating budget per (credential, method), pure logic.
 - ``retry.py``: which failures are safe to retry; :class:`RetryPolicy`.
-- ``backends.py`` / ``redis.py``: where the state lives (one process / many).
+- ``backends.py`` / ``redis/``: where the state lives (one process / many).
 - ``scheduler.py``: :class:`Scheduler`, the one place calls go through.
 - ``stats.py``: the frozen ``statistics()`` snapshots.
 - ``clock.py``: injectable time (virtual time for tests is
