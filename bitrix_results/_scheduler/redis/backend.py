@@ -4,7 +4,9 @@ Every step is a round trip, so each ``*_now`` form declines and the scheduler
 awaits the async one. The work is done by the sibling modules: ``connections``
 (a client per event loop), ``buckets`` and ``budgets`` (the scripts' arguments
 and replies), ``leases`` (the heartbeat), ``wakeups`` (waiting and pub/sub) and
-``failures`` (retry, fail closed or local fallback).
+``failures`` (retry, fail closed or local fallback). Their functions take the
+backend and read its settings and caches (the ``_``-prefixed attributes set in
+``__init__``): one set of state, owned here, rather than a copy per part.
 """
 
 from __future__ import annotations
