@@ -4,7 +4,7 @@
 - ``bucket.py``: the leaky bucket on aiolimiter, 503 reaction (AIMD).
 - ``budget.py``: the operating budget per (credential, method), pure logic.
 - ``retry.py``: which failures are safe to retry; :class:`RetryPolicy`.
-- ``backends.py`` / ``redis.py``: where the state lives (one process / many).
+- ``backends.py`` / ``redis/``: where the state lives (one process / many).
 - ``scheduler.py``: :class:`Scheduler`, the one place calls go through.
 - ``attempts.py``: one attempt of a call (admission, bucket, send, settling)
   and the counters ``statistics()`` reports.

@@ -1,4 +1,4 @@
-"""Where the limits' state lives: one process (memory) or many (Redis, ``redis.py``).
+"""Where the limits' state lives: one process (memory) or many (Redis, ``redis/``).
 
 The leaky bucket is per portal and source address, shared by every application
 on the host (api-facts §1); the operating budget is per method and credential

@@ -1,6 +1,6 @@
 """The Redis backend's budget scripts decide exactly as ``budget.py`` does.
 
-The Lua scripts are a port of the pure functions (``_redis_lua.py``). Here
+The Lua scripts are a port of the pure functions (``_scheduler/redis/lua.py``). Here
 both run the same random sequences of admissions, replies, 429s, failures,
 replays and clock jumps (past holds, resets and leases) on a real
 ``redis-server``; every admission and every statistic must agree.

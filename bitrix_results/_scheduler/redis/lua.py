@@ -6,7 +6,7 @@ the credential), so they run unchanged on Redis Cluster. Times come from the
 Redis server's ``TIME`` (one clock for every host) unless the caller passes
 its own (tests on virtual time).
 
-The budget scripts are a line-for-line port of ``budget.py``'s pure functions
+The budget scripts are a line-for-line port of ``_scheduler/budget.py``'s pure functions
 (``try_admit``, ``_verdict``, ``_expire_flights``, ``settle``, ``_observe``);
 ``tests/unit/test_redis_lua.py`` runs both on random sequences and compares
 the states, so the two cannot drift apart.
