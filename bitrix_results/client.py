@@ -92,6 +92,18 @@ class ResultsClient:
     Build it with :meth:`from_webhook` or :meth:`from_oauth` and use it as an
     async context manager. Every call goes through one scheduler that keeps the
     portal's request bucket and per-method operating budget from refusing us.
+
+    Besides the errors each method lists, any call that reaches the portal can
+    raise these (the troubleshooting page says what to do about each):
+
+    - `AuthError`: the portal refused the credentials (`InvalidCredentialsError`);
+    - `OAuthError`: the OAuth server refused to refresh the tokens (OAuth clients);
+    - `RateLimitError`: the request bucket still refused after the retry policy's
+      attempts (503 `QUERY_LIMIT_EXCEEDED`); nothing executed;
+    - `OperatingLimitError`: the method's time budget still refused after the retry
+      policy's attempts (429 `OPERATION_TIME_LIMIT`); nothing executed;
+    - `LimiterUnavailableError`: the shared Redis limiter was unreachable; nothing
+      was sent.
     """
 
     def __init__(self, transport: Transport, **options: Unpack[ClientOptions]) -> None:
@@ -374,15 +386,8 @@ class ResultsClient:
             NotFoundError: No such task.
             InvalidRequestError: The portal's validation refused the fields.
             IdempotencyKeyError: The key was used before with another body.
-            AuthError: The portal refused the credentials (``InvalidCredentialsError``).
-            OAuthError: The OAuth server refused to refresh the tokens (OAuth
-                clients only).
-            RateLimitError: The request bucket still refused after the retry policy's
-                attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
-            OperatingLimitError: The method's time budget still refused after the retry
-                policy's attempts (429 ``OPERATION_TIME_LIMIT``); nothing executed.
-            LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
-                was sent.
+            BitrixError: Also the errors any call can meet (credentials, the limits,
+                the shared limiter), listed on the class.
             OutcomeUnknownError: An attempt may have executed (timeout, lost connection,
                 5xx) and the client gave up, or the portal ran the write but its
                 answer could not be read; check the portal before sending it again.
@@ -416,15 +421,8 @@ class ResultsClient:
             InvalidInputError: ``message_id`` is not a positive int; nothing was sent.
             AccessDeniedError: The user may not pin this message.
             NotFoundError: No such message.
-            AuthError: The portal refused the credentials (``InvalidCredentialsError``).
-            OAuthError: The OAuth server refused to refresh the tokens (OAuth
-                clients only).
-            RateLimitError: The request bucket still refused after the retry policy's
-                attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
-            OperatingLimitError: The method's time budget still refused after the retry
-                policy's attempts (429 ``OPERATION_TIME_LIMIT``); nothing executed.
-            LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
-                was sent.
+            BitrixError: Also the errors any call can meet (credentials, the limits,
+                the shared limiter), listed on the class.
             OutcomeUnknownError: An attempt may have executed (timeout, lost connection,
                 5xx) and the client gave up, or the portal ran the write but its
                 answer could not be read; check the portal before sending it again.
@@ -450,15 +448,8 @@ class ResultsClient:
             InvalidInputError: ``result_id`` or ``text`` is invalid; nothing was sent.
             AccessDeniedError: The user is not the result's author.
             NotFoundError: No such result.
-            AuthError: The portal refused the credentials (``InvalidCredentialsError``).
-            OAuthError: The OAuth server refused to refresh the tokens (OAuth
-                clients only).
-            RateLimitError: The request bucket still refused after the retry policy's
-                attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
-            OperatingLimitError: The method's time budget still refused after the retry
-                policy's attempts (429 ``OPERATION_TIME_LIMIT``); nothing executed.
-            LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
-                was sent.
+            BitrixError: Also the errors any call can meet (credentials, the limits,
+                the shared limiter), listed on the class.
             OutcomeUnknownError: An attempt may have executed (timeout, lost connection,
                 5xx) and the client gave up, or the portal ran the write but its
                 answer could not be read; check the portal before sending it again.
@@ -483,15 +474,8 @@ class ResultsClient:
             InvalidInputError: ``result_id`` is not a positive int; nothing was sent.
             AccessDeniedError: The user is not the result's author.
             NotFoundError: No such result.
-            AuthError: The portal refused the credentials (``InvalidCredentialsError``).
-            OAuthError: The OAuth server refused to refresh the tokens (OAuth
-                clients only).
-            RateLimitError: The request bucket still refused after the retry policy's
-                attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
-            OperatingLimitError: The method's time budget still refused after the retry
-                policy's attempts (429 ``OPERATION_TIME_LIMIT``); nothing executed.
-            LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
-                was sent.
+            BitrixError: Also the errors any call can meet (credentials, the limits,
+                the shared limiter), listed on the class.
             OutcomeUnknownError: An attempt may have executed (timeout, lost connection,
                 5xx) and the client gave up, or the portal ran the write but its
                 answer could not be read; check the portal before sending it again.
@@ -531,15 +515,8 @@ class ResultsClient:
             InvalidInputError: An argument is invalid; nothing was sent.
             AccessDeniedError: The user may not see this task.
             NotFoundError: No such task.
-            AuthError: The portal refused the credentials (``InvalidCredentialsError``).
-            OAuthError: The OAuth server refused to refresh the tokens (OAuth
-                clients only).
-            RateLimitError: The request bucket still refused after the retry policy's
-                attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
-            OperatingLimitError: The method's time budget still refused after the retry
-                policy's attempts (429 ``OPERATION_TIME_LIMIT``); nothing executed.
-            LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
-                was sent.
+            BitrixError: Also the errors any call can meet (credentials, the limits,
+                the shared limiter), listed on the class.
             TransportError: The HTTP exchange kept failing (connect error, timeout, lost
                 connection) until the retry policy gave up; a read changes nothing.
             ServerError: The portal kept answering 5xx until the retry policy gave up.
@@ -596,15 +573,8 @@ class ResultsClient:
             InvalidInputError: An argument is invalid; nothing was sent.
             AccessDeniedError: The user may not see this task.
             NotFoundError: No such task.
-            AuthError: The portal refused the credentials (``InvalidCredentialsError``).
-            OAuthError: The OAuth server refused to refresh the tokens (OAuth
-                clients only).
-            RateLimitError: The request bucket still refused after the retry policy's
-                attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
-            OperatingLimitError: The method's time budget still refused after the retry
-                policy's attempts (429 ``OPERATION_TIME_LIMIT``); nothing executed.
-            LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
-                was sent.
+            BitrixError: Also the errors any call can meet (credentials, the limits,
+                the shared limiter), listed on the class.
             TransportError: The HTTP exchange kept failing (connect error, timeout, lost
                 connection) until the retry policy gave up; a read changes nothing.
             ServerError: The portal kept answering 5xx until the retry policy gave up.
@@ -644,15 +614,8 @@ class ResultsClient:
             InvalidInputError: ``task_id`` or ``text`` is invalid; nothing was sent.
             AccessDeniedError: The user may not write to this task's chat.
             NotFoundError: No such task.
-            AuthError: The portal refused the credentials (``InvalidCredentialsError``).
-            OAuthError: The OAuth server refused to refresh the tokens (OAuth
-                clients only).
-            RateLimitError: The request bucket still refused after the retry policy's
-                attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
-            OperatingLimitError: The method's time budget still refused after the retry
-                policy's attempts (429 ``OPERATION_TIME_LIMIT``); nothing executed.
-            LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
-                was sent.
+            BitrixError: Also the errors any call can meet (credentials, the limits,
+                the shared limiter), listed on the class.
             OutcomeUnknownError: An attempt may have executed (timeout, lost connection,
                 5xx) and the client gave up, or the portal ran the write but its
                 answer could not be read; check the portal before sending it again.
@@ -683,15 +646,8 @@ class ResultsClient:
             InvalidInputError: ``task_id`` is not a positive int; nothing was sent.
             AccessDeniedError: The user may not see this task.
             NotFoundError: No such task.
-            AuthError: The portal refused the credentials (``InvalidCredentialsError``).
-            OAuthError: The OAuth server refused to refresh the tokens (OAuth
-                clients only).
-            RateLimitError: The request bucket still refused after the retry policy's
-                attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
-            OperatingLimitError: The method's time budget still refused after the retry
-                policy's attempts (429 ``OPERATION_TIME_LIMIT``); nothing executed.
-            LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
-                was sent.
+            BitrixError: Also the errors any call can meet (credentials, the limits,
+                the shared limiter), listed on the class.
             TransportError: The HTTP exchange kept failing (connect error, timeout, lost
                 connection) until the retry policy gave up; a read changes nothing.
             ServerError: The portal kept answering 5xx until the retry policy gave up.
@@ -717,15 +673,8 @@ class ResultsClient:
             InvalidInputError: ``comment_id`` is not a positive int; nothing was sent.
             AccessDeniedError: The user may not pin this comment.
             NotFoundError: No such comment.
-            AuthError: The portal refused the credentials (``InvalidCredentialsError``).
-            OAuthError: The OAuth server refused to refresh the tokens (OAuth
-                clients only).
-            RateLimitError: The request bucket still refused after the retry policy's
-                attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
-            OperatingLimitError: The method's time budget still refused after the retry
-                policy's attempts (429 ``OPERATION_TIME_LIMIT``); nothing executed.
-            LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
-                was sent.
+            BitrixError: Also the errors any call can meet (credentials, the limits,
+                the shared limiter), listed on the class.
             OutcomeUnknownError: An attempt may have executed (timeout, lost connection,
                 5xx) and the client gave up, or the portal ran the write but its
                 answer could not be read; check the portal before sending it again.
@@ -750,15 +699,8 @@ class ResultsClient:
             InvalidInputError: ``comment_id`` is not a positive int; nothing was sent.
             AccessDeniedError: The user may not unpin it.
             NotFoundError: No such comment or result.
-            AuthError: The portal refused the credentials (``InvalidCredentialsError``).
-            OAuthError: The OAuth server refused to refresh the tokens (OAuth
-                clients only).
-            RateLimitError: The request bucket still refused after the retry policy's
-                attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
-            OperatingLimitError: The method's time budget still refused after the retry
-                policy's attempts (429 ``OPERATION_TIME_LIMIT``); nothing executed.
-            LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
-                was sent.
+            BitrixError: Also the errors any call can meet (credentials, the limits,
+                the shared limiter), listed on the class.
             OutcomeUnknownError: An attempt may have executed (timeout, lost connection,
                 5xx) and the client gave up, or the portal ran the write but its
                 answer could not be read; check the portal before sending it again.
@@ -800,15 +742,8 @@ class ResultsClient:
                 nothing was sent.
             PortalError: The portal answered with an error (its subclasses:
                 ``AccessDeniedError``, ``NotFoundError``, ``InvalidRequestError``...).
-            AuthError: The portal refused the credentials (``InvalidCredentialsError``).
-            OAuthError: The OAuth server refused to refresh the tokens (OAuth
-                clients only).
-            RateLimitError: The request bucket still refused after the retry policy's
-                attempts (503 ``QUERY_LIMIT_EXCEEDED``); nothing executed.
-            OperatingLimitError: The method's time budget still refused after the retry
-                policy's attempts (429 ``OPERATION_TIME_LIMIT``); nothing executed.
-            LimiterUnavailableError: The shared Redis limiter was unreachable; nothing
-                was sent.
+            BitrixError: Also the errors any call can meet (credentials, the limits,
+                the shared limiter), listed on the class.
             OutcomeUnknownError: A write may have executed and the client gave up.
             TransportError: A read, or a write that never reached the portal, failed
                 until the retry policy gave up.
