@@ -361,8 +361,13 @@ def _reset_of(time: ResponseTime, now: float, window: float) -> tuple[float, flo
     A basket expires at most one window after its first call (api-facts §2.2),
     so a reset further ahead is impossible: a hostile or broken portal (a reset
     ten years ahead, ``1e12``, ``start = -1e12``) is clamped to one window, in
-    both values, and can hold the key no longer than a real one. A non-finite
-    reset is no reset; a non-finite clock is no clock.
+    both values, and can hold the key no longer than a real one. An integral
+    reset may be a second more: the portal rounds it (api-facts §2.1), and a
+    basket opened less than a second before the call then reads as
+    ``window + 0.x`` ahead. Clamping those would give every reply of that
+    second its own reset, and each would look like a new basket generation
+    (no cost learned, one call at a time). A non-finite reset is no reset; a
+    non-finite clock is no clock.
     """
     raw = _finite(time.operating_reset_at)
     if raw is None:
@@ -374,9 +379,10 @@ def _reset_of(time: ResponseTime, now: float, window: float) -> tuple[float, flo
         # No portal clock to measure from: read raw as our wall clock.
         origin = now
     ahead = raw - origin
-    if ahead > window:
-        ahead = window
-        raw = origin + window
+    most = window + 1.0 if raw.is_integer() else window
+    if ahead > most:
+        ahead = most
+        raw = origin + most
     return raw, now + ahead
 
 

@@ -231,3 +231,35 @@ async def test_lua_clamps_hostile_time_blocks_like_budget_py(
     finally:
         await backend.aclose()
         await client.aclose()
+
+
+async def test_lua_reads_an_integral_reset_a_second_past_the_window_like_budget_py(
+    client: Redis,
+) -> None:
+    # The portal rounds operating_reset_at up to an int: in the first second of a
+    # basket it is up to one second more than a window after a call's start.
+    # Both ports keep it as one generation and learn the cost from it.
+    rules = BudgetRules(limit=480.0, window=600.0)
+    clock = StepClock()
+    backend = RedisBackend(client, server_time=False, lease=LEASE)
+    states: dict[BudgetKey, KeyState] = {ADD: KeyState()}
+    keys = ((ADD, 1),)
+    opened = EPOCH + 0.3
+    reset = float(math.ceil(opened + rules.window))
+    try:
+        for n in range(4):
+            clock.now = opened + 0.1 * n
+            time = ResponseTime(start=clock.now, operating=1.0 + n, operating_reset_at=reset)
+            ticket = f"r{n}"
+            expected = try_admit(states, ticket, keys, rules, clock.now, lease=LEASE)
+            got = await backend.admit(ticket, keys, rules, clock)
+            assert got.admitted == expected.admitted is True
+            settle(states, ticket, keys, Settlement("replied", time), rules, clock.now)
+            await backend.settle(ticket, keys, Settlement("replied", time), rules, clock)
+            stats = backend.budget_statistics(ADD)
+            assert stats == _approx(statistics_of(ADD, states[ADD]))
+        assert stats is not None
+        assert stats.cost == pytest.approx(1.0)
+    finally:
+        await backend.aclose()
+        await client.aclose()

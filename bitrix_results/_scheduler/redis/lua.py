@@ -263,14 +263,17 @@ local function observe(st, units)
     return true
   end
   st.tracked = '1'
-  -- budget.py _reset_of: a reset is at most one window ahead of its origin.
+  -- budget.py _reset_of: a reset is at most one window ahead of its origin
+  -- (a second more when integral: the portal's rounding).
   local loc, raw = nil, raw  -- a local copy: every key of the call reads the same reply
   if raw ~= nil then
     local origin = start or finish or now
     local ahead = raw - origin
-    if ahead > window then
-      ahead = window
-      raw = origin + window
+    local most = window
+    if raw % 1 == 0 then most = window + 1 end
+    if ahead > most then
+      ahead = most
+      raw = origin + most
     end
     loc = now + ahead
   end
