@@ -342,13 +342,6 @@ def _hold_after_429(state: KeyState, rules: BudgetRules, now: float) -> None:
     state.held_until = min(max(state.held_until or hold, hold), now + rules.window)
 
 
-def _finite(value: float | None) -> float | None:
-    """``value`` if it is a finite number, else None (NaN, infinities, absent)."""
-    if value is None or not math.isfinite(value):
-        return None
-    return float(value)
-
-
 def _reset_of(time: ResponseTime, now: float, window: float) -> tuple[float, float] | None:
     """The reply's reset instant, as the portal wrote it and on our wall clock.
 
@@ -369,13 +362,17 @@ def _reset_of(time: ResponseTime, now: float, window: float) -> tuple[float, flo
     (no cost learned, one call at a time). A non-finite reset is no reset; a
     non-finite clock is no clock.
     """
-    raw = _finite(time.operating_reset_at)
-    if raw is None:
+    # NaN and infinities are no numbers; checked inline: this runs on every reply.
+    reset = time.operating_reset_at
+    if reset is None or not math.isfinite(reset):
         return None
-    origin = _finite(time.start)
-    if origin is None:
-        origin = _finite(time.finish)
-    if origin is None:
+    raw = float(reset)
+    start, finish = time.start, time.finish
+    if start is not None and math.isfinite(start):
+        origin = float(start)
+    elif finish is not None and math.isfinite(finish):
+        origin = float(finish)
+    else:
         # No portal clock to measure from: read raw as our wall clock.
         origin = now
     ahead = raw - origin
@@ -390,14 +387,15 @@ def _observe(
     state: KeyState, units: int, time: ResponseTime | None, rules: BudgetRules, now: float
 ) -> bool:
     """Learn from a reply's time block; False when the reply was stale."""
-    operating = None if time is None else _finite(time.operating)
-    if time is None or operating is None or operating < 0:
+    operating = None if time is None else time.operating
+    if time is None or operating is None or not math.isfinite(operating) or operating < 0:
         # Self-hosted portals may omit the counters (api-facts §2.1, b24jssdk #459).
         # A total that is no number of seconds (NaN, infinite, negative) is no
         # total either: the time block is advisory, so learn nothing from it.
         if state.tracked is None:
             state.tracked = False
         return True
+    operating = float(operating)
     state.tracked = True
     reset = _reset_of(time, now, rules.window)
     raw, local = (None, None) if reset is None else reset
@@ -426,7 +424,7 @@ def _observe(
         # scale: a bigger increase is another tenant of the credential or a
         # broken portal, and learning it whole would make every later call look
         # too expensive to admit for hundreds of replies.
-        _learn(state, min(operating - state.total, rules.basket * calls), calls)
+        _learn(state, min(operating - state.total, rules.window / 10 * calls), calls)
         state.pending = 0
         state.total = operating
     elif raw is None:

@@ -218,12 +218,14 @@ class AiohttpSender:
         # A proxy's password travels in its URL: keep it out of errors too.
         self._own_secrets = tuple(p for p in map(_password, proxies) if p)
         self._proxy_of: dict[tuple[str, str], str | None] = {}
+        # No environment to consult: every request takes the ``proxy`` option as is.
+        self._fixed_proxy = proxy is not None or not self._env_proxies
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
 
     def _proxy_for(self, url: str) -> str | None:
         """The proxy for ``url``: the ``proxy`` option, else the environment's (NO_PROXY kept)."""
-        if self._proxy is not None or not self._env_proxies:
+        if self._fixed_proxy:
             return self._proxy
         parts = urlsplit(url)
         origin = (parts.scheme, parts.netloc)
@@ -253,7 +255,6 @@ class AiohttpSender:
 
     async def send(self, request: RawRequest) -> RawResponse:
         session = self._session or self._get_session()
-        secrets = (*request.secrets, *self._own_secrets)
         try:
             async with session.request(
                 request.method,
@@ -261,9 +262,19 @@ class AiohttpSender:
                 data=request.body or None,
                 headers=request.headers,
                 allow_redirects=False,
-                proxy=self._proxy_for(request.url),
+                proxy=self._proxy if self._fixed_proxy else self._proxy_for(request.url),
             ) as resp:
-                body = await self._read(resp)
+                length = resp.content_length
+                if (
+                    length is not None
+                    and length <= self._max_body
+                    and "Content-Encoding" not in resp.headers
+                ):
+                    # The common case, without the _read coroutine: the parser
+                    # stops at the declared length, under the cap.
+                    body = await resp.read()
+                else:
+                    body = await self._read(resp, length)
                 # resp.headers is case-insensitive, as RawResponse asks.
                 return RawResponse(resp.status, resp.headers, body)
         except _BodyTooLarge as exc:
@@ -281,17 +292,20 @@ class AiohttpSender:
         # Raised outside the except block, so aiohttp's error is not even kept as
         # the new error's __context__: its attributes (the request URL) no
         # scrubbing of text can reach. The cause is a text-only, scrubbed copy.
+        secrets = (*request.secrets, *self._own_secrets)
         raise transport_error(failure, request) from scrubbed_copy(failure, secrets)
 
-    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
-        """The body, read in pieces and never past the cap, raw or inflated."""
+    async def _read(self, resp: aiohttp.ClientResponse, length: int | None) -> bytes:
+        """The body, read in pieces and never past the cap, raw or inflated.
+
+        ``length`` is the declared Content-Length, if any.
+        """
         limit = self._max_body
-        length = resp.content_length
         if length is not None and length > limit:
             raise _BodyTooLarge("raw")
         encoding = resp.headers.get("Content-Encoding", "").strip().lower()
         if length is not None and not encoding:
-            # The common case: the parser stops at the declared length, under the cap.
+            # An empty Content-Encoding: the parser stops at the declared length.
             return await resp.read()
         inflater = _Inflater(encoding, limit) if encoding in ("gzip", "x-gzip", "deflate") else None
         parts: list[bytes] = []

@@ -234,7 +234,7 @@ local ticket, kind, replayed = ARGV[2], ARGV[3], ARGV[4] == '1'
 local has_time = ARGV[5] == '1'
 local limit, window, ttl = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
 
--- budget.py _finite: NaN and infinities are no numbers.
+-- budget.py: NaN and infinities are no numbers.
 local function finite(x)
   if x == nil or x ~= x or x == math.huge or x == -math.huge then return nil end
   return x
