@@ -23,7 +23,6 @@ from ._transport import aiohttp_sender
 from .errors import InvalidInputError
 
 __all__ = [
-    "DEFAULT_CONCURRENCY",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_TIMEOUT",
     "SCHEDULER_KNOBS",
@@ -34,8 +33,6 @@ __all__ = [
     "scheduler_from",
 ]
 
-#: Calls in flight at once (the scheduler's slots, and so the connection pool).
-DEFAULT_CONCURRENCY = 16
 #: Seconds for one HTTP exchange: a little over the 60 s the cloud portal lets one
 #: request run before cutting it off (api-facts §1).
 DEFAULT_TIMEOUT = 65.0
@@ -70,8 +67,9 @@ class ClientOptions(TypedDict, total=False):
 
     - ``limits``: the portal's plan, :class:`~bitrix_results.Limits`
       (default ``Limits.standard()``);
-    - ``concurrency``: calls in flight at once (default 16); the connection
-      pool holds as many connections;
+    - ``concurrency``: calls in flight at once (default: as many as the bucket
+      admits at once, the burst less the headroom, at most 64: 48 on a
+      standard plan); the connection pool holds as many connections;
     - ``headroom``: requests of the burst the client leaves free, for other
       clients of the same webhook (default 2);
     - ``retry``: the :class:`~bitrix_results.RetryPolicy` (default
@@ -204,7 +202,7 @@ def scheduler_from(options: ClientOptions) -> Scheduler:
         return given
     return Scheduler(
         options.get("limits") or Limits.standard(),
-        concurrency=options.get("concurrency", DEFAULT_CONCURRENCY),
+        concurrency=options.get("concurrency"),
         headroom=options.get("headroom", DEFAULT_HEADROOM),
         retry=options.get("retry"),
     )

@@ -846,7 +846,9 @@ class ResultsClient:
             task_ids: The tasks, in an iterable (or, on the async client, an async
                 iterable); read lazily.
             api: ``"v3"`` (`TaskResult`s) or ``"v2"`` (`LegacyTaskResult`s).
-            concurrency: Batches in flight at once (default 4).
+            concurrency: Batches in flight at once. Default: as many as the bucket
+                admits now, and never fewer than keep its drain busy over the
+                measured round trip (at most the client's ``concurrency``).
 
         Returns:
             An async iterator of one `ResultsOfTask` per task, as each completes; a

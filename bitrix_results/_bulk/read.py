@@ -78,7 +78,7 @@ def results_of_many(
 
 
 # Groups in flight before the client's bucket is known (no request sent yet):
-# the client's default of calls in flight (``ClientOptions.concurrency``).
+# a first wave; the scheduler admits them as its budget and bucket allow.
 FIRST_WAVE = 16
 # Never more groups in flight than this, whatever the bucket allows: beyond it
 # the scheduler would only queue them, holding their results in memory.

@@ -268,12 +268,19 @@ def _verdict(state: KeyState, units: int, rules: BudgetRules, now: float) -> _Ve
     total = state.total if state.total is not None else 0.0
     cost = state.cost_bound
     if cost is None:
-        # Total known, cost not yet: one call at a time. With nothing in flight
-        # our total is exact, and the portal admits at total <= L (api-facts §2.2).
-        if state.flights:
-            return _REFUSE
-        if total <= rules.limit:
+        # Total known, cost not yet. One request runs at most 60 s, one basket,
+        # on every key it is charged to (api-facts §1): while the total plus a
+        # basket for each call in flight and this one stays within L, the
+        # portal admits them all whatever they cost (8 at once on a fresh
+        # budget of 480 s, not one). With nothing in flight our total is exact,
+        # and the portal admits at total <= L (api-facts §2.2).
+        flying = len(state.flights)
+        if total + (flying + 1) * rules.basket <= rules.limit or (
+            not flying and total <= rules.limit
+        ):
             return _ADMIT
+        if flying:
+            return _REFUSE
     elif total + (state.in_flight_units + units) * cost <= rules.limit:
         return _ADMIT
     # No room as far as we know.

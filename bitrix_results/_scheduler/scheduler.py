@@ -48,7 +48,11 @@ from .stats import SchedulerStatistics
 # never a URL, a key or a credential.
 _log = logging.getLogger("bitrix_results.scheduler")
 
-__all__ = ["Scheduler"]
+__all__ = ["MAX_DEFAULT_CONCURRENCY", "Scheduler"]
+
+#: The most calls in flight by default, however large the burst (an enterprise
+#: plan's 250): more would only queue in the bucket, each holding a connection.
+MAX_DEFAULT_CONCURRENCY = 64
 
 #: Merged budget keys cached per (credential, budget); bounded so that callers of
 #: ``client.call`` with ever-new method names cannot grow it without end.
@@ -67,7 +71,9 @@ class Scheduler:
             `MemoryBackend`, so every scheduler of one portal in this process (on
             one event loop) shares one bucket. A `RedisBackend` shares it across
             processes and hosts.
-        concurrency: Calls in flight at most.
+        concurrency: Calls in flight at most. Default: as many as the bucket
+            admits at once (the burst less the headroom: 48 on a standard plan),
+            at most 64.
         headroom: Requests of the burst left unused, for other clients of the
             webhook (default 2).
         retry: Attempt and time caps, backoff (default ``RetryPolicy()``).
@@ -90,24 +96,30 @@ class Scheduler:
         limits: Limits,
         *,
         backend: Backend | None = None,
-        concurrency: int = 16,
+        concurrency: int | None = None,
         headroom: int = DEFAULT_HEADROOM,
         retry: RetryPolicy | None = None,
         clock: Clock | None = None,
     ) -> None:
         if not isinstance(limits, Limits):
             raise TypeError(f"limits: must be a Limits, got {type(limits).__name__}")
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        if concurrency is not None and (
+            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+        ):
             raise ValueError(f"concurrency: must be a positive int, got {concurrency!r}")
         if isinstance(headroom, bool) or not isinstance(headroom, int) or headroom < 0:
             raise ValueError(f"headroom: must be a non-negative int, got {headroom!r}")
         self._limits = limits
         self._backend: Backend = backend if backend is not None else default_backend()
-        self._concurrency = concurrency
         # Never below one slot, so a tiny test burst still works with the default headroom.
         self._bucket = BucketConfig(
             capacity=max(1, limits.burst - headroom), drain_per_second=limits.drain_per_second
         )
+        if concurrency is None:
+            # What the portal takes at once: fewer slots would leave the burst
+            # unused (a bulk read of 40 batches in three waves instead of one).
+            concurrency = min(MAX_DEFAULT_CONCURRENCY, int(self._bucket.capacity))
+        self._concurrency = concurrency
         rules = BudgetRules.from_limits(limits)
         self._retry = retry if retry is not None else RetryPolicy()
         self._clock: Clock = clock if clock is not None else SystemClock()

@@ -259,7 +259,10 @@ def test_the_pool_has_one_connection_per_scheduler_slot(built: list[dict[str, An
     _oauth(concurrency=3)
     # Before: a scheduler with 64 slots ran over the default 16 connections.
     _webhook(scheduler=Scheduler(Limits.standard(), concurrency=64))
-    assert [b["max_connections"] for b in built] == [16, 3, 64]
+    # By default as many slots as the bucket admits at once: 50 - 2 of headroom,
+    # and at most 64 for an enterprise burst of 250.
+    _webhook(limits=Limits.enterprise())
+    assert [b["max_connections"] for b in built] == [48, 3, 64, 64]
 
 
 def test_the_sync_facade_sizes_the_pool_the_same_way(built: list[dict[str, Any]]) -> None:

@@ -76,6 +76,32 @@ def test_first_call_is_a_probe_until_the_first_reply() -> None:
     assert admit(s, "b")
 
 
+def test_before_the_cost_is_known_calls_go_while_a_basket_each_fits() -> None:
+    # One request runs at most 60 s, one basket (api-facts §1). After the probe's
+    # reply the total is known but no cost yet: with 480 s of budget and 0.5 s
+    # used, 7 calls of at most 60 s each (8 with the probe's) fit, the 8th waits
+    # for a reply.
+    s = states()
+    assert admit(s, "probe")
+    reply(s, "probe", 0.5)
+    assert s[KEY].cost is None
+    assert [admit(s, f"c{i}") for i in range(8)] == [True] * 7 + [False]
+    decision = try_admit(s, "late", [(KEY, 1)], RULES, T0)
+    assert decision.retry_at == math.inf  # until a call settles
+    # The first increase teaches the cost; then the projection decides.
+    reply(s, "c0", 1.5)
+    assert s[KEY].cost == pytest.approx(1.0)
+    assert admit(s, "late")
+
+
+def test_before_the_cost_is_known_a_high_total_allows_one_call_at_a_time() -> None:
+    s = states()
+    assert admit(s, "probe")
+    reply(s, "probe", 450.0)  # under 480, but not a basket below it
+    assert admit(s, "alone")  # nothing in flight: the total is exact
+    assert not admit(s, "second")
+
+
 def test_total_is_the_latest_running_total_never_a_sum() -> None:
     s = states()
     for i in range(1, 11):

@@ -127,8 +127,11 @@ local function verdict(st, count, inflight, units, limit, window, now)
   if st.tracked == '0' then return true, false end
   local total = st.total or 0
   if st.cost_den <= 0 then
+    -- Cost not yet learned: a basket (the longest a request runs) per call.
+    if total + (count + 1) * window / 10 <= limit or (count == 0 and total <= limit) then
+      return true, false
+    end
     if count > 0 then return false, false, nil, nil, true end
-    if total <= limit then return true, false end
   elseif total + (inflight + units) * (st.cost_num / st.cost_den * PESSIMISM) <= limit then
     return true, false
   end
