@@ -1,11 +1,18 @@
 """Client CPU per call: ``ResultsClient.add`` vs. a raw aiohttp + json client (issue 4).
 
 Both clients make the same calls (same URL, body, headers including an
-Idempotency-Key, same concurrency 16, same aiohttp timeout, ``asyncio.gather`` of all
-calls) against an *unlimited* fake portal running in a **subprocess**, so
-``time.process_time()`` of this process is the client's CPU alone. Runs alternate
-(library, raw, library, raw, ...), each on a fresh client and a fresh portal after a
-warm-up; the table shows the medians. Target: library <= 1.25x raw.
+Idempotency-Key, same aiohttp timeout) against an *unlimited* fake portal running in
+a **subprocess**, in two modes: ``gather`` (``asyncio.gather`` of every call, 16 in
+flight) and ``sequential`` (one call after another, a quarter as many). Every run is
+a fresh interpreter (``_overhead_calls.py``) on a fresh portal, after a warm-up, and
+its ``time.process_time()`` is that client's CPU alone. Runs alternate (library,
+raw, library, raw, ...); the table shows the medians. Target: library <= 1.25x raw.
+
+``--baseline DIR`` adds a third client to the alternation: the library of another
+checkout (an older commit in a git worktree), so "did this change cost CPU?" is
+answered in one run, under the same load. ``--instructions`` also counts the
+instructions per call under valgrind's callgrind, a figure a shared machine's load
+does not move (CPU time on a busy 2-core machine varies by 20 % run to run).
 
 A second pair of rows takes the network out: ``client.add`` over a null transport
 that answers at once with a canned reply, against the floor (gather + semaphore +
@@ -14,26 +21,31 @@ one loop turn + ``json.loads``), which isolates the library's own per-call cost.
 Over target (or with ``--profile``), a live library run and a null-transport run are
 profiled with pyinstrument (sampling CPU time) and the top self-time functions printed.
 
-    python benchmarks/bench_overhead.py [--quick] [--profile] [--json-out FILE]
+    python benchmarks/bench_overhead.py [--quick] [--profile] [--baseline DIR]
+                                        [--instructions] [--json-out FILE]
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import os
+import re
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
-import aiohttp
 from _common import (
-    OPEN_TASKS,
     UNLIMITED,
     PortalProcess,
     emit,
@@ -42,6 +54,7 @@ from _common import (
     parser,
     table,
 )
+from _overhead_calls import ADD, CONCURRENCY, library_run, measure, texts
 
 from bitrix_results import ResultsClient
 from bitrix_results._transport import Call
@@ -49,67 +62,55 @@ from bitrix_results._transport.codec import decode_reply
 from bitrix_results._transport.types import Reply
 from bitrix_results.testing import PortalConfig
 
-ADD = "tasks.task.result.add"
 TARGET = 1.25
-CONCURRENCY = 16
 WARMUP = 500
-TIMEOUT = aiohttp.ClientTimeout(total=65.0, connect=10.0)  # the library's default
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 
 
-def _texts(run: int, n: int) -> list[tuple[int, str]]:
-    return [(1 + i % OPEN_TASKS, f"overhead run {run} call {i}") for i in range(n)]
+def _child(
+    root: Path,
+    kind: str,
+    mode: str,
+    n: int,
+    warmup: int,
+    proc: PortalProcess,
+    valgrind: Path | None,
+) -> dict[str, Any]:
+    """One run in a fresh interpreter (``_overhead_calls.py``), of the library at ``root``.
 
-
-async def _measure(calls: Any) -> dict[str, Any]:
-    gc_before = [s["collections"] for s in gc.get_stats()]
-    times, cpu, wall = os.times(), time.process_time(), time.perf_counter()
-    await calls
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    after = os.times()
-    gc_after = [s["collections"] for s in gc.get_stats()]
-    return {
-        "cpu_s": cpu,
-        "wall_s": wall,
-        "user_s": after.user - times.user,
-        "sys_s": after.system - times.system,
-        "gc_collections": [b - a for a, b in zip(gc_before, gc_after, strict=True)],
+    Under callgrind when ``valgrind`` (an output directory) is given: the sample
+    then also holds the instructions the whole process executed.
+    """
+    portal = {
+        "webhook_url": proc.webhook_url,
+        "base_url": proc.base_url,
+        "webhook_user": proc.webhook_user,
+        "webhook_code": proc.webhook_code,
     }
-
-
-async def library_run(url: str, config: PortalConfig, run: int, n: int) -> dict[str, Any]:
-    limits = limits_of(config)
-    async with ResultsClient.from_webhook(url, limits=limits, concurrency=CONCURRENCY) as client:
-        warm = _texts(-run - 1, WARMUP)
-        await asyncio.gather(*(client.add(t, x) for t, x in warm))
-        work = _texts(run, n)
-        return await _measure(asyncio.gather(*(client.add(t, x) for t, x in work)))
-
-
-async def raw_run(proc: PortalProcess, run: int, n: int) -> dict[str, Any]:
-    url = f"{proc.base_url}/rest/api/{proc.webhook_user}/{proc.webhook_code}/tasks.task.result.add"
-    gate = asyncio.Semaphore(CONCURRENCY)
-    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
-    async with aiohttp.ClientSession(connector=connector, timeout=TIMEOUT) as session:
-
-        async def add(task_id: int, text: str) -> dict[str, Any]:
-            async with gate:
-                body = json.dumps({"fields": {"taskId": task_id, "text": text}})
-                headers = {
-                    "Content-Type": "application/json",
-                    "Accept": "application/json",
-                    "Idempotency-Key": "br-" + uuid.uuid4().hex,
-                }
-                async with session.post(url, data=body, headers=headers) as resp:
-                    data = json.loads(await resp.read())
-                if resp.status != 200 or "result" not in data:
-                    raise RuntimeError(f"HTTP {resp.status}: {data!r:.200}")
-                item: dict[str, Any] = data["result"]["item"]
-                return item
-
-        warm = _texts(-run - 1, WARMUP)
-        await asyncio.gather(*(add(t, x) for t, x in warm))
-        work = _texts(run, n)
-        return await _measure(asyncio.gather(*(add(t, x) for t, x in work)))
+    command = [
+        sys.executable,
+        str(HERE / "_overhead_calls.py"),
+        str(root),
+        kind,
+        mode,
+        str(n),
+        str(warmup),
+        json.dumps(portal),
+    ]
+    if valgrind is not None:
+        out = valgrind / f"callgrind.{kind}.{mode}.{n}.{uuid.uuid4().hex[:8]}"
+        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} {mode} run of {root} failed:\n{done.stderr[-2000:]}")
+    sample: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    if valgrind is not None:
+        found = re.search(r"Collected : (\d+)", done.stderr)
+        if found is None:
+            raise RuntimeError(f"callgrind printed no total:\n{done.stderr[-2000:]}")
+        sample["instructions"] = int(found.group(1))
+    return sample
 
 
 class NullTransport:
@@ -135,8 +136,8 @@ class NullTransport:
 async def library_null_run(body: bytes, config: PortalConfig, n: int) -> dict[str, Any]:
     """The library's own CPU per call: ``client.add`` over :class:`NullTransport`."""
     client = ResultsClient(NullTransport(body), limits=limits_of(config), concurrency=CONCURRENCY)
-    await asyncio.gather(*(client.add(t, x) for t, x in _texts(0, WARMUP)))
-    return await _measure(asyncio.gather(*(client.add(t, x) for t, x in _texts(1, n))))
+    await asyncio.gather(*(client.add(t, x) for t, x in texts(0, WARMUP)))
+    return await measure(asyncio.gather(*(client.add(t, x) for t, x in texts(1, n))))
 
 
 async def minimal_null_run(body: bytes, n: int) -> dict[str, Any]:
@@ -150,8 +151,8 @@ async def minimal_null_run(body: bytes, n: int) -> dict[str, Any]:
             item: dict[str, Any] = json.loads(body)["result"]["item"]
             return item
 
-    await asyncio.gather(*(add(t, x) for t, x in _texts(0, WARMUP)))
-    return await _measure(asyncio.gather(*(add(t, x) for t, x in _texts(1, n))))
+    await asyncio.gather(*(add(t, x) for t, x in texts(0, WARMUP)))
+    return await measure(asyncio.gather(*(add(t, x) for t, x in texts(1, n))))
 
 
 def canned_reply(proc: PortalProcess) -> bytes:
@@ -247,36 +248,107 @@ def _profile_table(title: str, prof: dict[str, Any]) -> str:
     return table(head, ("function", "self s", "share"), rows)
 
 
+MODES = ("gather", "sequential")
+#: Calls per run under callgrind (instructions = the difference / the calls between).
+COUNTED = (100, 300)
+COUNTED_WARMUP = 20
+
+
+def _live(
+    trees: dict[str, Path], n: int, reps: int
+) -> tuple[dict[tuple[str, str], list[dict[str, Any]]], list[dict[str, Any]], bytes]:
+    """Alternating runs of every kind and mode, each in a fresh interpreter and portal."""
+    samples: dict[tuple[str, str], list[dict[str, Any]]] = {
+        (kind, mode): [] for kind in [*trees, "raw"] for mode in MODES
+    }
+    portal_stats: list[dict[str, Any]] = []
+    body = b""
+    for _ in range(reps):
+        for mode in MODES:
+            calls = n if mode == "gather" else n // 4
+            for kind in [*trees, "raw"]:
+                # A fresh portal per run: the fake portal slows down as its ledger
+                # grows, and a slower portal means more event-loop wake-ups (more
+                # CPU) per call on our side.
+                with PortalProcess(UNLIMITED) as proc:
+                    what = "raw" if kind == "raw" else "library"
+                    root = trees.get(kind, ROOT)
+                    sample = _child(root, what, mode, calls, WARMUP, proc, None)
+                    samples[(kind, mode)].append({**sample, "calls": calls})
+                    if not body:
+                        body = canned_reply(proc)
+                    portal_stats.append(proc.stats())
+    return samples, portal_stats, body
+
+
+def _instructions(trees: dict[str, Path]) -> dict[str, Any]:
+    """Instructions per call under callgrind: the same on a loaded machine as on an idle one.
+
+    The runs go two at a time: a count does not depend on what else runs.
+    """
+    jobs = [(mode, kind, calls) for mode in MODES for kind in [*trees, "raw"] for calls in COUNTED]
+
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
+
+        def count(job: tuple[str, str, int]) -> int:
+            mode, kind, calls = job
+            with PortalProcess(UNLIMITED) as proc:
+                what = "raw" if kind == "raw" else "library"
+                sample = _child(
+                    trees.get(kind, ROOT), what, mode, calls, COUNTED_WARMUP, proc, Path(tmp)
+                )
+            return int(sample["instructions"])
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            counts = dict(zip(jobs, pool.map(count, jobs), strict=True))
+    span = COUNTED[1] - COUNTED[0]
+    result: dict[str, Any] = {}
+    for mode in MODES:
+        values = {
+            kind: (counts[(mode, kind, COUNTED[1])] - counts[(mode, kind, COUNTED[0])]) / span
+            for kind in [*trees, "raw"]
+        }
+        result[mode] = {
+            "instructions_per_call": values,
+            **{f"ratio_{k}_to_raw": values[k] / values["raw"] for k in trees},
+        }
+    return result
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--profile", action="store_true", help="always profile (pyinstrument)")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout of the library (an older commit in a git worktree), "
+        "run alternately with this one",
+    )
+    p.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count instructions per call under valgrind's callgrind (slow)",
+    )
     args = p.parse_args()
     context = machine()
     n = 2_000 if args.quick else 5_000
     reps = 3 if args.quick else 7
     config = PortalConfig(**UNLIMITED)  # type: ignore[arg-type]
-    samples: dict[str, list[dict[str, Any]]] = {"library": [], "raw": []}
-    portal_stats: list[dict[str, Any]] = []
-    # A fresh portal per run: the fake portal slows down as its ledger grows, and a
-    # slower portal means more event-loop wake-ups (more CPU) per call on our side.
-    body = b""
-    for rep in range(reps):
-        for kind in ("library", "raw"):
-            with PortalProcess(UNLIMITED) as proc:
-                if kind == "library":
-                    sample = asyncio.run(library_run(proc.webhook_url, config, rep, n))
-                else:
-                    sample = asyncio.run(raw_run(proc, rep, n))
-                samples[kind].append(sample)
-                if not body:
-                    body = canned_reply(proc)
-                portal_stats.append(proc.stats())
-    lib_us = statistics.median(s["cpu_s"] for s in samples["library"]) / n * 1e6
-    raw_us = statistics.median(s["cpu_s"] for s in samples["raw"]) / n * 1e6
-    ratio = lib_us / raw_us
-    pair_ratios = [
-        a["cpu_s"] / b["cpu_s"] for a, b in zip(samples["library"], samples["raw"], strict=True)
-    ]
+    trees = {"library": ROOT}
+    if args.baseline is not None:
+        trees["baseline"] = args.baseline.resolve()
+    samples, portal_stats, body = _live(trees, n, reps)
+
+    def per_call(kind: str, mode: str) -> list[float]:
+        return [s["cpu_s"] / s["calls"] * 1e6 for s in samples[(kind, mode)]]
+
+    def ratio(kind: str, mode: str, to: str = "raw") -> float:
+        return statistics.median(per_call(kind, mode)) / statistics.median(per_call(to, mode))
+
+    def pairs(kind: str, mode: str, to: str = "raw") -> list[float]:
+        return [a / b for a, b in zip(per_call(kind, mode), per_call(to, mode), strict=True)]
+
+    gather_ratio = ratio("library", "gather")
 
     # No network: the library's own scheduling cost per call, against the floor.
     null = {
@@ -285,42 +357,54 @@ def main() -> None:
     }
     null_us = {k: statistics.median(s["cpu_s"] for s in v) / n * 1e6 for k, v in null.items()}
 
+    counted: dict[str, Any] | None = None
+    if args.instructions:
+        if shutil.which("valgrind") is None:
+            counted = {"error": "valgrind is not installed (apt-get install valgrind)"}
+        else:
+            counted = _instructions(trees)
+
     profiles: dict[str, Any] = {}
-    if args.profile or ratio > TARGET:
+    if args.profile or gather_ratio > TARGET:
         with PortalProcess(UNLIMITED) as proc:
             url = proc.webhook_url
-            profiles["live"] = profile(lambda: asyncio.run(library_run(url, config, 10_000, n)), n)
+            profiles["live"] = profile(
+                lambda: asyncio.run(library_run(url, 10_000, n, warmup=WARMUP)), n
+            )
         profiles["null_transport"] = profile(
             lambda: asyncio.run(library_null_run(body, config, n)), n
         )
     load_after = os.getloadavg()
 
-    def summary(kind: str) -> dict[str, Any]:
-        runs = samples[kind]
-        cpu = [s["cpu_s"] / n * 1e6 for s in runs]
+    def summary(kind: str, mode: str) -> dict[str, Any]:
+        runs = samples[(kind, mode)]
+        cpu = per_call(kind, mode)
         wall = [s["wall_s"] for s in runs]
         return {
+            "calls_per_run": runs[0]["calls"],
             "cpu_us_per_call_median": statistics.median(cpu),
             "cpu_us_per_call_runs": cpu,
-            "user_us_per_call_runs": [s["user_s"] / n * 1e6 for s in runs],
-            "sys_us_per_call_runs": [s["sys_s"] / n * 1e6 for s in runs],
+            "user_us_per_call_runs": [s["user_s"] / s["calls"] * 1e6 for s in runs],
+            "sys_us_per_call_runs": [s["sys_s"] / s["calls"] * 1e6 for s in runs],
             "gc_collections_per_run_gen0_1_2": [s["gc_collections"] for s in runs],
             "wall_s_runs": wall,
-            "calls_per_s_median": n / statistics.median(wall),
+            "calls_per_s_median": runs[0]["calls"] / statistics.median(wall),
         }
 
-    results = {kind: summary(kind) for kind in samples}
-    rows = [
-        (
-            f"{kind} (live)",
-            n,
-            reps,
-            r["cpu_us_per_call_median"],
-            " / ".join(f"{v:.0f}" for v in r["cpu_us_per_call_runs"]),
-            r["calls_per_s_median"],
-        )
-        for kind, r in results.items()
-    ]
+    rows: list[tuple[object, ...]] = []
+    for mode in MODES:
+        for kind in [*trees, "raw"]:
+            r = summary(kind, mode)
+            rows.append(
+                (
+                    f"{kind} ({mode})",
+                    r["calls_per_run"],
+                    reps,
+                    r["cpu_us_per_call_median"],
+                    " / ".join(f"{v:.0f}" for v in r["cpu_us_per_call_runs"]),
+                    r["calls_per_s_median"],
+                )
+            )
     for kind, runs in null.items():
         cpu = [s["cpu_s"] / n * 1e6 for s in runs]
         rows.append(
@@ -334,10 +418,29 @@ def main() -> None:
             )
         )
     headers = ("client", "calls/run", "runs", "CPU us/call (median)", "per run", "calls/s")
+    ratios = {
+        mode: {
+            **{f"{kind}_to_raw": ratio(kind, mode) for kind in trees},
+            **{f"{kind}_to_raw_pairs": pairs(kind, mode) for kind in trees},
+            **(
+                {
+                    "library_to_baseline": ratio("library", mode, "baseline"),
+                    "library_to_baseline_pairs": pairs("library", mode, "baseline"),
+                }
+                if "baseline" in trees
+                else {}
+            ),
+        }
+        for mode in MODES
+    }
+    shown = "; ".join(
+        f"{mode}: library/raw {ratios[mode]['library_to_raw']:.3f}"
+        + (f", baseline/raw {ratios[mode]['baseline_to_raw']:.3f}" if "baseline" in trees else "")
+        for mode in MODES
+    )
     title = (
-        f"Client CPU per add, concurrency {CONCURRENCY}; live = fresh portal subprocess per "
-        f"run (library/raw ratio {ratio:.3f}, target <= {TARGET}; per-pair ratios "
-        f"{min(pair_ratios):.2f}..{max(pair_ratios):.2f})"
+        f"Client CPU per add (gather: {CONCURRENCY} in flight; sequential: one at a time); "
+        f"each run a fresh interpreter and portal subprocess ({shown}; target <= {TARGET})"
     )
     doc: dict[str, Any] = {
         "benchmark": "overhead",
@@ -348,12 +451,15 @@ def main() -> None:
         "warmup_calls_per_run": WARMUP,
         "concurrency": CONCURRENCY,
         "portal_config": UNLIMITED,
-        "library": results["library"],
-        "raw_aiohttp_json": results["raw"],
-        "ratio_library_to_raw": ratio,
-        "pair_ratios": pair_ratios,
+        "baseline": str(trees["baseline"]) if "baseline" in trees else None,
+        "library": summary("library", "gather"),
+        "raw_aiohttp_json": summary("raw", "gather"),
+        "ratio_library_to_raw": gather_ratio,
+        "pair_ratios": pairs("library", "gather"),
+        "runs": {f"{kind} ({mode})": summary(kind, mode) for kind, mode in samples},
+        "ratios": ratios,
         "target_ratio": TARGET,
-        "meets_target": ratio <= TARGET,
+        "meets_target": gather_ratio <= TARGET,
         "null_transport_cpu_us_per_call": null_us,
         "null_transport_library_extra_us_per_call": null_us["library"] - null_us["minimal"],
         "portal_requests": sum(p["requests"] for p in portal_stats),
@@ -363,6 +469,27 @@ def main() -> None:
         "loadavg_after": load_after,
     }
     tables = [table(title, headers, rows)]
+    if counted is not None:
+        doc["instructions"] = counted
+        if "error" in counted:
+            tables.append(f"instructions: {counted['error']}")
+        else:
+            kinds = [*trees, "raw"]
+            tables.append(
+                table(
+                    "Instructions per add under callgrind (calls "
+                    f"{COUNTED[0]}..{COUNTED[1]}, the difference; independent of load)",
+                    ("mode", *kinds, *(f"{k}/raw" for k in trees)),
+                    [
+                        (
+                            mode,
+                            *(counted[mode]["instructions_per_call"][k] for k in kinds),
+                            *(counted[mode][f"ratio_{k}_to_raw"] for k in trees),
+                        )
+                        for mode in MODES
+                    ],
+                )
+            )
     if profiles:
         doc["profiles"] = profiles
         tables.append(

@@ -68,8 +68,8 @@ class ClientOptions(TypedDict, total=False):
     - ``limits``: the portal's plan, :class:`~bitrix_results.Limits`
       (default ``Limits.standard()``);
     - ``concurrency``: calls in flight at once (default: as many as the bucket
-      admits at once, the burst less the headroom, at most 64: 48 on a
-      standard plan); the connection pool holds as many connections;
+      admits at once, the burst less the headroom, at least 16 and at most 64:
+      48 on a standard plan); the connection pool holds as many connections;
     - ``headroom``: requests of the burst the client leaves free, for other
       clients of the same webhook (default 2);
     - ``retry``: the :class:`~bitrix_results.RetryPolicy` (default
@@ -113,7 +113,7 @@ class ClientOptions(TypedDict, total=False):
 
     limits: Limits | None
     scheduler: Scheduler | None
-    concurrency: int
+    concurrency: int | None
     headroom: int
     retry: RetryPolicy | None
     timeout: float
@@ -160,7 +160,7 @@ def check_options(options: Mapping[str, object], *, where: str) -> None:
     _instance(options, "limits", Limits)
     _instance(options, "scheduler", Scheduler)
     _instance(options, "retry", RetryPolicy)
-    if "concurrency" in options:
+    if options.get("concurrency") is not None:  # None: the default
         check.positive_int("concurrency", options["concurrency"])
     if "headroom" in options:
         check.non_negative_int("headroom", options["headroom"])

@@ -271,8 +271,8 @@ def _verdict(state: KeyState, units: int, rules: BudgetRules, now: float) -> _Ve
         # Total known, cost not yet. One request runs at most 60 s, one basket,
         # on every key it is charged to (api-facts §1): while the total plus a
         # basket for each call in flight and this one stays within L, the
-        # portal admits them all whatever they cost (8 at once on a fresh
-        # budget of 480 s, not one). With nothing in flight our total is exact,
+        # portal admits them all whatever they cost (7 at once after a probe
+        # on a fresh budget of 480 s, not one). With nothing in flight our total is exact,
         # and the portal admits at total <= L (api-facts §2.2).
         flying = len(state.flights)
         if total + (flying + 1) * rules.basket <= rules.limit or (

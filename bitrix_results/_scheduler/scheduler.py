@@ -48,11 +48,13 @@ from .stats import SchedulerStatistics
 # never a URL, a key or a credential.
 _log = logging.getLogger("bitrix_results.scheduler")
 
-__all__ = ["MAX_DEFAULT_CONCURRENCY", "Scheduler"]
+__all__ = ["MAX_DEFAULT_CONCURRENCY", "MIN_DEFAULT_CONCURRENCY", "Scheduler"]
 
 #: The most calls in flight by default, however large the burst (an enterprise
 #: plan's 250): more would only queue in the bucket, each holding a connection.
 MAX_DEFAULT_CONCURRENCY = 64
+#: The fewest by default, however small the burst.
+MIN_DEFAULT_CONCURRENCY = 16
 
 #: Merged budget keys cached per (credential, budget); bounded so that callers of
 #: ``client.call`` with ever-new method names cannot grow it without end.
@@ -73,7 +75,7 @@ class Scheduler:
             processes and hosts.
         concurrency: Calls in flight at most. Default: as many as the bucket
             admits at once (the burst less the headroom: 48 on a standard plan),
-            at most 64.
+            at least 16 and at most 64.
         headroom: Requests of the burst left unused, for other clients of the
             webhook (default 2).
         retry: Attempt and time caps, backoff (default ``RetryPolicy()``).
@@ -118,7 +120,11 @@ class Scheduler:
         if concurrency is None:
             # What the portal takes at once: fewer slots would leave the burst
             # unused (a bulk read of 40 batches in three waves instead of one).
-            concurrency = min(MAX_DEFAULT_CONCURRENCY, int(self._bucket.capacity))
+            # At least 16: a small custom burst with a fast drain still needs
+            # drain x round trip calls in flight to keep the drain busy.
+            concurrency = min(
+                MAX_DEFAULT_CONCURRENCY, max(MIN_DEFAULT_CONCURRENCY, int(self._bucket.capacity))
+            )
         self._concurrency = concurrency
         rules = BudgetRules.from_limits(limits)
         self._retry = retry if retry is not None else RetryPolicy()

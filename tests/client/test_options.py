@@ -262,7 +262,12 @@ def test_the_pool_has_one_connection_per_scheduler_slot(built: list[dict[str, An
     # By default as many slots as the bucket admits at once: 50 - 2 of headroom,
     # and at most 64 for an enterprise burst of 250.
     _webhook(limits=Limits.enterprise())
-    assert [b["max_connections"] for b in built] == [48, 3, 64, 64]
+    # ... and at least 16 for a small burst with a fast drain (found by review:
+    # one slot would keep a drain of 20/s at 2 calls/s with 0.5 s round trips).
+    _webhook(limits=Limits(burst=3, drain_per_second=20.0))
+    # None is the default, as for the scheduler.
+    _webhook(concurrency=None)
+    assert [b["max_connections"] for b in built] == [48, 3, 64, 64, 16, 48]
 
 
 def test_the_sync_facade_sizes_the_pool_the_same_way(built: list[dict[str, Any]]) -> None:

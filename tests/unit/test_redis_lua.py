@@ -17,6 +17,7 @@ import pytest
 from redis.asyncio import Redis
 from redis_servers import RedisServer
 
+from bitrix_results import Limits
 from bitrix_results._scheduler import BudgetRules, RedisBackend
 from bitrix_results._scheduler.budget import (
     BudgetKey,
@@ -260,6 +261,41 @@ async def test_lua_reads_an_integral_reset_a_second_past_the_window_like_budget_
             assert stats == _approx(statistics_of(ADD, states[ADD]))
         assert stats is not None
         assert stats.cost == pytest.approx(1.0)
+    finally:
+        await backend.aclose()
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("factor", "total"), [(100, 1.2000000000000002), (12.5, 9.600000000000001)]
+)
+async def test_lua_admits_before_the_cost_is_known_exactly_like_budget_py(
+    client: Redis, factor: float, total: float
+) -> None:
+    # A basket per call until the cost is learned: on a scaled window the two
+    # ports must round the same way at the exact boundary (found by review:
+    # ``(n + 1) * window / 10`` in Lua against ``(n + 1) * (window / 10)``).
+    rules = BudgetRules.from_limits(Limits.standard().scaled(factor))
+    clock = StepClock()
+    backend = RedisBackend(client, server_time=False, lease=LEASE)
+    states: dict[BudgetKey, KeyState] = {ADD: KeyState()}
+    keys = ((ADD, 1),)
+    reply = Settlement(
+        "replied", ResponseTime(start=EPOCH, operating=total, operating_reset_at=EPOCH + 1.5)
+    )
+    try:
+        assert try_admit(states, "probe", keys, rules, clock.now, lease=LEASE).admitted
+        assert (await backend.admit("probe", keys, rules, clock)).admitted
+        settle(states, "probe", keys, reply, rules, clock.now)
+        await backend.settle("probe", keys, reply, rules, clock)
+        expected = [
+            try_admit(states, f"c{i}", keys, rules, clock.now, lease=LEASE).admitted
+            for i in range(9)
+        ]
+        got = [(await backend.admit(f"c{i}", keys, rules, clock)).admitted for i in range(9)]
+        assert got == expected
+        assert True in expected
+        assert False in expected
     finally:
         await backend.aclose()
         await client.aclose()

@@ -128,7 +128,7 @@ local function verdict(st, count, inflight, units, limit, window, now)
   local total = st.total or 0
   if st.cost_den <= 0 then
     -- Cost not yet learned: a basket (the longest a request runs) per call.
-    if total + (count + 1) * window / 10 <= limit or (count == 0 and total <= limit) then
+    if total + (count + 1) * (window / 10) <= limit or (count == 0 and total <= limit) then
       return true, false
     end
     if count > 0 then return false, false, nil, nil, true end
