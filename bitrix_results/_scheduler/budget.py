@@ -349,7 +349,9 @@ def _hold_after_429(state: KeyState, rules: BudgetRules, now: float) -> None:
     state.held_until = min(max(state.held_until or hold, hold), now + rules.window)
 
 
-def _reset_of(time: ResponseTime, now: float, window: float) -> tuple[float, float] | None:
+def _reset_of(
+    time: ResponseTime, now: float, window: float
+) -> tuple[float | None, float] | None:
     """The reply's reset instant, as the portal wrote it and on our wall clock.
 
     ``raw - start`` is how long after the call began the basket expires, on the
@@ -359,9 +361,10 @@ def _reset_of(time: ResponseTime, now: float, window: float) -> tuple[float, flo
     time-compressed fake portal reports a simulated ``finish`` in the future.
 
     A basket expires at most one window after its first call (api-facts §2.2),
-    so a reset further ahead is impossible: a hostile or broken portal (a reset
-    ten years ahead, ``1e12``, ``start = -1e12``) is clamped to one window, in
-    both values, and can hold the key no longer than a real one. An integral
+    so a reset further ahead is impossible: from a hostile or broken portal (a
+    reset ten years ahead, ``1e12``, ``start = -1e12``) the raw value is dropped
+    (None) and our instant clamped to one window, so it can hold the key no
+    longer than a real one. An integral
     reset may be a second more: the portal rounds it (api-facts §2.1), and a
     basket opened less than a second before the call then reads as
     ``window + 0.x`` ahead. Clamping those would give every reply of that
@@ -385,8 +388,11 @@ def _reset_of(time: ResponseTime, now: float, window: float) -> tuple[float, flo
     ahead = raw - origin
     most = window + 1.0 if raw.is_integer() else window
     if ahead > most:
-        ahead = most
-        raw = origin + most
+        # Impossible: it names no basket generation. Only when to look again
+        # stays, clamped; as a generation, each such reply would start its own,
+        # no cost would ever be learned, and a later call's reply would make the
+        # earlier ones look stale, their cost lost (found by review).
+        return None, now + window
     return raw, now + ahead
 
 
@@ -423,7 +429,10 @@ def _observe(
             # Every conversion errs late; the earliest is the closest.
             state.reset_at = min(state.reset_at, local)
     elif raw is not None:
-        _anchor(state, max(operating, state.total), raw, local)
+        # The first reset after replies without one (or with an impossible one):
+        # the total we hold stands unless its own reset instant has passed.
+        stale = state.reset_at is not None and now >= state.reset_at
+        _anchor(state, operating if stale else max(operating, state.total), raw, local)
         return True
     if operating >= state.total:
         calls = state.pending + units

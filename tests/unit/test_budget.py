@@ -487,3 +487,55 @@ def test_an_integral_reset_in_the_first_second_of_a_basket_is_one_generation() -
     now = opened + 0.5
     for ticket in "ABCD":
         assert admit(s, ticket, now=now)
+
+
+def test_impossible_resets_start_no_generation_so_reordered_replies_lose_no_cost() -> None:
+    # A broken portal puts every reset 700 s after its call (over one window):
+    # clamped as a generation of its own, each reply would look like a new
+    # basket, the cost would never be learned, and the reply of a short call
+    # that started after long ones would make theirs stale, their seconds lost:
+    # the basket-per-call rule then admitted calls the portal refused (found by
+    # review). An impossible reset names no generation; the cost is learned.
+    s = states()
+    true_total = 0.0
+    refused: list[str] = []
+    flying: dict[str, tuple[float, float]] = {}
+
+    def send(ticket: str, now: float, cost: float) -> bool:
+        if not admit(s, ticket, now=now):
+            return False
+        if true_total > RULES.limit:
+            refused.append(ticket)
+        flying[ticket] = (now, cost)
+        return True
+
+    def finish(ticket: str, now: float) -> None:
+        nonlocal true_total
+        start, cost = flying.pop(ticket)
+        true_total += cost
+        time = ResponseTime(
+            start=start, finish=now, operating=true_total, operating_reset_at=start + 700.5
+        )
+        settle(s, ticket, [(KEY, 1)], Settlement("replied", time), RULES, now)
+
+    now = T0
+    assert send("probe", now, 0.5)
+    finish("probe", now + 0.1)
+    n = 0
+    for _ in range(4):
+        now += 1
+        longs = []
+        while send(f"L{n}", now, 59.0):  # long calls, as many as admitted
+            longs.append(f"L{n}")
+            n += 1
+            now += 0.01
+        n += 1
+        if longs:
+            short = longs.pop()  # the last one answers at once
+            flying[short] = (flying[short][0], 0.05)
+            finish(short, now + 0.05)
+        now += 59.5
+        for ticket in longs:
+            finish(ticket, now)
+    assert refused == []
+    assert s[KEY].cost is not None

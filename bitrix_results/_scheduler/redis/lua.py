@@ -275,8 +275,8 @@ local function observe(st, units)
     local most = window
     if raw % 1 == 0 then most = window + 1 end
     if ahead > most then
-      ahead = most
-      raw = origin + most
+      ahead = window
+      raw = nil  -- impossible: no basket generation, only when to look again
     end
     loc = now + ahead
   end
@@ -286,7 +286,9 @@ local function observe(st, units)
     if raw > st.raw_reset + SAME then anchor(st, operating, raw, loc); return true end
     if loc ~= nil and st.reset_at ~= nil then st.reset_at = math.min(st.reset_at, loc) end
   elseif raw ~= nil then
-    anchor(st, math.max(operating, st.total), raw, loc)
+    local kept = math.max(operating, st.total)
+    if st.reset_at ~= nil and now >= st.reset_at then kept = operating end
+    anchor(st, kept, raw, loc)
     return true
   end
   if operating >= st.total then
