@@ -349,9 +349,7 @@ def _hold_after_429(state: KeyState, rules: BudgetRules, now: float) -> None:
     state.held_until = min(max(state.held_until or hold, hold), now + rules.window)
 
 
-def _reset_of(
-    time: ResponseTime, now: float, window: float
-) -> tuple[float | None, float] | None:
+def _reset_of(time: ResponseTime, now: float, window: float) -> tuple[float | None, float] | None:
     """The reply's reset instant, as the portal wrote it and on our wall clock.
 
     ``raw - start`` is how long after the call began the basket expires, on the
