@@ -27,6 +27,7 @@ from bitrix_results._scheduler.budget import (
     statistics_of,
     try_admit,
 )
+from bitrix_results._scheduler.stats import BudgetStatistics
 from bitrix_results.models import ResponseTime
 
 EPOCH = 1_800_000_000.0
@@ -196,6 +197,31 @@ HOSTILE = [
 ]
 
 
+async def _step_both(
+    states: dict[BudgetKey, KeyState],
+    backend: RedisBackend,
+    ticket: str,
+    settlement: Settlement,
+    rules: BudgetRules,
+    clock: StepClock,
+) -> BudgetStatistics | None:
+    """Admit ``ticket`` (one unit of ADD) in both ports, which must agree; when
+    admitted, settle it in both and return the Lua side's statistics, checked
+    equal to budget.py's. None: refused by both."""
+    keys = ((ADD, 1),)
+    expected = try_admit(states, ticket, keys, rules, clock.now, lease=LEASE)
+    got = await backend.admit(ticket, keys, rules, clock)
+    assert got.admitted == expected.admitted
+    if not expected.admitted:
+        return None
+    settle(states, ticket, keys, settlement, rules, clock.now)
+    await backend.settle(ticket, keys, settlement, rules, clock)
+    stats = backend.budget_statistics(ADD)
+    assert stats == _approx(statistics_of(ADD, states[ADD]))
+    assert stats is not None
+    return stats
+
+
 @pytest.mark.parametrize("hostile", HOSTILE)
 async def test_lua_clamps_hostile_time_blocks_like_budget_py(
     client: Redis, hostile: ResponseTime
@@ -206,7 +232,6 @@ async def test_lua_clamps_hostile_time_blocks_like_budget_py(
     clock = StepClock()
     backend = RedisBackend(client, server_time=False, lease=LEASE)
     states: dict[BudgetKey, KeyState] = {ADD: KeyState()}
-    keys = ((ADD, 1),)
     sane = ResponseTime(start=EPOCH, operating=10.0, operating_reset_at=EPOCH + 120.5)
     try:
         for n, settlement in enumerate(
@@ -216,17 +241,9 @@ async def test_lua_clamps_hostile_time_blocks_like_budget_py(
                 Settlement("operating_limit"),
             ]
         ):
-            ticket = f"h{n}"
-            expected = try_admit(states, ticket, keys, rules, clock.now, lease=LEASE)
-            got = await backend.admit(ticket, keys, rules, clock)
-            assert got.admitted == expected.admitted
-            if not expected.admitted:
+            stats = await _step_both(states, backend, f"h{n}", settlement, rules, clock)
+            if stats is None:
                 break
-            settle(states, ticket, keys, settlement, rules, clock.now)
-            await backend.settle(ticket, keys, settlement, rules, clock)
-            stats = backend.budget_statistics(ADD)
-            assert stats == _approx(statistics_of(ADD, states[ADD]))
-            assert stats is not None
             assert stats.held_until is None or stats.held_until <= clock.now + rules.window
             clock.now += 1.0
     finally:
@@ -244,22 +261,15 @@ async def test_lua_reads_an_integral_reset_a_second_past_the_window_like_budget_
     clock = StepClock()
     backend = RedisBackend(client, server_time=False, lease=LEASE)
     states: dict[BudgetKey, KeyState] = {ADD: KeyState()}
-    keys = ((ADD, 1),)
     opened = EPOCH + 0.3
     reset = float(math.ceil(opened + rules.window))
     try:
         for n in range(4):
             clock.now = opened + 0.1 * n
             time = ResponseTime(start=clock.now, operating=1.0 + n, operating_reset_at=reset)
-            ticket = f"r{n}"
-            expected = try_admit(states, ticket, keys, rules, clock.now, lease=LEASE)
-            got = await backend.admit(ticket, keys, rules, clock)
-            assert got.admitted == expected.admitted is True
-            settle(states, ticket, keys, Settlement("replied", time), rules, clock.now)
-            await backend.settle(ticket, keys, Settlement("replied", time), rules, clock)
-            stats = backend.budget_statistics(ADD)
-            assert stats == _approx(statistics_of(ADD, states[ADD]))
-        assert stats is not None
+            replied = Settlement("replied", time)
+            stats = await _step_both(states, backend, f"r{n}", replied, rules, clock)
+            assert stats is not None  # admitted by both
         assert stats.cost == pytest.approx(1.0)
     finally:
         await backend.aclose()
