@@ -265,16 +265,17 @@ class AiohttpSender:
                 proxy=self._proxy if self._fixed_proxy else self._proxy_for(request.url),
             ) as resp:
                 length = resp.content_length
+                encoding = resp.headers.get("Content-Encoding")
                 if (
                     length is not None
                     and length <= self._max_body
-                    and "Content-Encoding" not in resp.headers
+                    and (not encoding or not encoding.strip())
                 ):
                     # The common case, without the _read coroutine: the parser
                     # stops at the declared length, under the cap.
                     body = await resp.read()
                 else:
-                    body = await self._read(resp, length)
+                    body = await self._read(resp, length, (encoding or "").strip().lower())
                 # resp.headers is case-insensitive, as RawResponse asks.
                 return RawResponse(resp.status, resp.headers, body)
         except _BodyTooLarge as exc:
@@ -295,18 +296,16 @@ class AiohttpSender:
         secrets = (*request.secrets, *self._own_secrets)
         raise transport_error(failure, request) from scrubbed_copy(failure, secrets)
 
-    async def _read(self, resp: aiohttp.ClientResponse, length: int | None) -> bytes:
+    async def _read(self, resp: aiohttp.ClientResponse, length: int | None, encoding: str) -> bytes:
         """The body, read in pieces and never past the cap, raw or inflated.
 
-        ``length`` is the declared Content-Length, if any.
+        ``length`` is the declared Content-Length, if any; ``encoding`` the
+        Content-Encoding, lower case. A body with a length and no encoding under
+        the cap never comes here (``send`` reads it whole).
         """
         limit = self._max_body
         if length is not None and length > limit:
             raise _BodyTooLarge("raw")
-        encoding = resp.headers.get("Content-Encoding", "").strip().lower()
-        if length is not None and not encoding:
-            # An empty Content-Encoding: the parser stops at the declared length.
-            return await resp.read()
         inflater = _Inflater(encoding, limit) if encoding in ("gzip", "x-gzip", "deflate") else None
         parts: list[bytes] = []
         size = 0
