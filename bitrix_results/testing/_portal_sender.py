@@ -16,13 +16,14 @@ from urllib.parse import urlsplit
 from bitrix_results._transport.wire import RawRequest, RawResponse
 from bitrix_results.errors import ConnectionLostError, RequestTimeoutError
 
+from ._addresses import PortalAddresses
 from ._mock import MockSender
 from .portal import Action, FakePortal, PortalRequest
 
 __all__ = ["PortalSender"]
 
 
-class PortalSender(MockSender):
+class PortalSender(MockSender, PortalAddresses):
     """A sender whose every request is answered by a `FakePortal`, in-process.
 
     Args:
@@ -52,26 +53,14 @@ class PortalSender(MockSender):
         super().__init__(self._answer)
         #: The fake portal that answers.
         self.portal: FakePortal = portal
-        #: The origin of `webhook_url` and the other URLs, no trailing slash.
-        self.base_url: str = base_url.rstrip("/")
+        self._base_url = base_url.rstrip("/")
         self._client = client
         self._timeout = timeout
 
     @property
-    def webhook_url(self) -> str:
-        """The webhook of the ordinary user: ``<base_url>/rest/1/<code>/``."""
-        config = self.portal.config
-        return f"{self.base_url}/rest/{config.webhook_user}/{config.webhook_code}/"
-
-    @property
-    def admin_webhook_url(self) -> str:
-        """A webhook of an administrator (user 2)."""
-        return f"{self.base_url}/rest/2/{self.portal.config.admin_webhook_code}/"
-
-    @property
-    def oauth_token_url(self) -> str:
-        """The token endpoint, on the same host as the portal."""
-        return f"{self.base_url}/oauth/token/"
+    def base_url(self) -> str:
+        """The origin of `webhook_url` and the other URLs, no trailing slash."""
+        return self._base_url
 
     async def _answer(self, request: RawRequest) -> RawResponse:
         parts = urlsplit(request.url)

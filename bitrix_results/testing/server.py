@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from ._addresses import PortalAddresses
 from .config import PortalConfig
 from .portal import Action, FakePortal, PortalRequest, PortalResponse
 
@@ -37,7 +38,7 @@ _SHUTDOWN_TIMEOUT = 0.5
 
 
 @dataclass(frozen=True)
-class RunningPortal:
+class RunningPortal(PortalAddresses):
     """A fake portal being served: its addresses and the :class:`FakePortal` itself."""
 
     portal: FakePortal
@@ -49,27 +50,6 @@ class RunningPortal:
         """``http://127.0.0.1:PORT``, no trailing slash."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
-
-    @property
-    def webhook_url(self) -> str:
-        """The webhook of the ordinary user: ``http://127.0.0.1:PORT/rest/1/<code>/``."""
-        config = self.portal.config
-        return f"{self.base_url}/rest/{config.webhook_user}/{config.webhook_code}/"
-
-    @property
-    def admin_webhook_url(self) -> str:
-        """A webhook of an administrator (user 2)."""
-        return f"{self.base_url}/rest/2/{self.portal.config.admin_webhook_code}/"
-
-    @property
-    def client_endpoint(self) -> str:
-        """The OAuth ``client_endpoint``: ``http://127.0.0.1:PORT/rest/``."""
-        return f"{self.base_url}/rest/"
-
-    @property
-    def oauth_token_url(self) -> str:
-        """The token endpoint (on Bitrix24 it is oauth.bitrix.info; here, the same host)."""
-        return f"{self.base_url}/oauth/token/"
 
 
 def build_app(portal: FakePortal) -> web.Application:
