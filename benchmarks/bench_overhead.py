@@ -69,7 +69,7 @@ ROOT = HERE.parent
 
 
 def _child(
-    root: Path,
+    trees: dict[str, Path],
     kind: str,
     mode: str,
     n: int,
@@ -77,11 +77,14 @@ def _child(
     proc: PortalProcess,
     valgrind: Path | None,
 ) -> dict[str, Any]:
-    """One run in a fresh interpreter (``_overhead_calls.py``), of the library at ``root``.
+    """One run in a fresh interpreter (``_overhead_calls.py``).
 
+    ``kind`` is ``raw`` or a name of ``trees`` (the checkout whose library runs).
     Under callgrind when ``valgrind`` (an output directory) is given: the sample
     then also holds the instructions the whole process executed.
     """
+    root = trees.get(kind, ROOT)
+    kind = "raw" if kind == "raw" else "library"
     portal = {
         "webhook_url": proc.webhook_url,
         "base_url": proc.base_url,
@@ -271,9 +274,7 @@ def _live(
                 # grows, and a slower portal means more event-loop wake-ups (more
                 # CPU) per call on our side.
                 with PortalProcess(UNLIMITED) as proc:
-                    what = "raw" if kind == "raw" else "library"
-                    root = trees.get(kind, ROOT)
-                    sample = _child(root, what, mode, calls, WARMUP, proc, None)
+                    sample = _child(trees, kind, mode, calls, WARMUP, proc, None)
                     samples[(kind, mode)].append({**sample, "calls": calls})
                     if not body:
                         body = canned_reply(proc)
@@ -293,10 +294,7 @@ def _instructions(trees: dict[str, Path]) -> dict[str, Any]:
         def count(job: tuple[str, str, int]) -> int:
             mode, kind, calls = job
             with PortalProcess(UNLIMITED) as proc:
-                what = "raw" if kind == "raw" else "library"
-                sample = _child(
-                    trees.get(kind, ROOT), what, mode, calls, COUNTED_WARMUP, proc, Path(tmp)
-                )
+                sample = _child(trees, kind, mode, calls, COUNTED_WARMUP, proc, Path(tmp))
             return int(sample["instructions"])
 
         with ThreadPoolExecutor(max_workers=2) as pool:
