@@ -271,9 +271,9 @@ def _verdict(state: KeyState, units: int, rules: BudgetRules, now: float) -> _Ve
         # Total known, cost not yet. One request runs at most 60 s, one basket,
         # on every key it is charged to (api-facts §1): while the total plus a
         # basket for each call in flight and this one stays within L, the
-        # portal admits them all whatever they cost (7 at once after a probe
-        # on a fresh budget of 480 s, not one). With nothing in flight our total is exact,
-        # and the portal admits at total <= L (api-facts §2.2).
+        # portal admits them all whatever they cost (7 at once after a probe on
+        # a fresh budget of 480 s, not one). With nothing in flight our total
+        # is exact, and the portal admits at total <= L (api-facts §2.2).
         flying = len(state.flights)
         if total + (flying + 1) * rules.basket <= rules.limit or (
             not flying and total <= rules.limit
@@ -362,13 +362,14 @@ def _reset_of(time: ResponseTime, now: float, window: float) -> tuple[float | No
     so a reset further ahead is impossible: from a hostile or broken portal (a
     reset ten years ahead, ``1e12``, ``start = -1e12``) the raw value is dropped
     (None) and our instant clamped to one window, so it can hold the key no
-    longer than a real one. An integral
-    reset may be a second more: the portal rounds it (api-facts §2.1), and a
-    basket opened less than a second before the call then reads as
-    ``window + 0.x`` ahead. Clamping those would give every reply of that
-    second its own reset, and each would look like a new basket generation
-    (no cost learned, one call at a time). A non-finite reset is no reset; a
-    non-finite clock is no clock.
+    longer than a real one.
+
+    An integral reset may be a second more: the portal rounds it (api-facts
+    §2.1), and a basket opened less than a second before the call then reads
+    as ``window + 0.x`` ahead. Taking those as impossible would make every
+    reply of that second look like a new basket generation (no cost learned,
+    one call at a time). A non-finite reset is no reset; a non-finite clock is
+    no clock.
     """
     # NaN and infinities are no numbers; checked inline: this runs on every reply.
     reset = time.operating_reset_at
@@ -438,7 +439,7 @@ def _observe(
         # scale: a bigger increase is another tenant of the credential or a
         # broken portal, and learning it whole would make every later call look
         # too expensive to admit for hundreds of replies.
-        _learn(state, min(operating - state.total, rules.window / 10 * calls), calls)
+        _learn(state, min(operating - state.total, rules.basket * calls), calls)
         state.pending = 0
         state.total = operating
     elif raw is None:

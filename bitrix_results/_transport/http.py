@@ -107,21 +107,9 @@ class RestTransport:
                     self._follow(location, call.method)
                     continue
             replayed = response.headers.get("idempotent-replayed", "").lower() == "true"
-            if secrets != self._scrub_key:
-                self._scrub_key = secrets
-                self._scrub_forms = secret_forms(secrets)
-            body = response.body
-            # The one place server text enters (design §2.7): everything decoded
-            # from a reply (error messages, validation details, a batch command's
-            # error) comes from here, with every form of a secret replaced. A
-            # webhook code or token is never in a healthy answer, so this is a
-            # few substring searches per reply that find nothing.
-            for form in self._scrub_forms:
-                if form in body:
-                    body = body.replace(form, b"***")
             try:
                 return decode_reply(
-                    body,
+                    self._scrubbed(response.body, secrets),
                     status=status,
                     method=call.method,
                     replayed=replayed,
@@ -140,6 +128,22 @@ class RestTransport:
                     raise _refreshable(exc, generation) from None
                 raise
         raise RedirectRefusedError("too many redirects", method=call.method)
+
+    def _scrubbed(self, body: bytes, secrets: tuple[str, ...]) -> bytes:
+        """``body`` with every form of a secret replaced by ``***`` (design §2.7).
+
+        The one place server text enters: everything decoded from a reply (error
+        messages, validation details, a batch command's error) comes from here.
+        A webhook code or token is never in a healthy answer, so this is a few
+        substring searches per reply that find nothing.
+        """
+        if secrets != self._scrub_key:
+            self._scrub_key = secrets
+            self._scrub_forms = secret_forms(secrets)
+        for form in self._scrub_forms:
+            if form in body:
+                body = body.replace(form, b"***")
+        return body
 
     def _follow(self, location: str, method: str) -> None:
         """Accept a domain-change redirect (api-facts §7) only where credentials may go.
